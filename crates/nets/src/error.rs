@@ -1,0 +1,25 @@
+/// Errors raised while building a network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("{model}: input shape {shape:?} does not fit: {why}")]
+    InputShape {
+        model: &'static str,
+        shape: Vec<usize>,
+        why: String,
+    },
+    #[error("{model} needs a labelled dataset with class indices")]
+    NeedsClasses { model: &'static str },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl From<NetError> for forja_train::TrainError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::Candle(c) => Self::Candle(c),
+            other => Self::Config(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, NetError>;

@@ -1,0 +1,69 @@
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{OptimizerConfig, Result, Schedule, TrainError};
+
+/// Everything that defines a run; saved as `config.json` in the run directory so a run can be
+/// evaluated or resumed without repeating its flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub model: String,
+    pub dataset: String,
+    /// Where the dataset's files are; `None` searches the default places.
+    pub data_dir: Option<PathBuf>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Schedule,
+    pub warmup_steps: usize,
+    /// Clip gradients to this global L2 norm.
+    pub clip_norm: Option<f64>,
+    pub seed: u64,
+    /// Stop after this many epochs without improvement of the monitored metric.
+    pub patience: Option<usize>,
+    /// Use only the first N training / test samples (quick experiments, tests).
+    pub limit_train: Option<usize>,
+    pub limit_test: Option<usize>,
+    /// Write a `metrics.jsonl` line every N training steps.
+    pub log_every: usize,
+}
+
+impl RunConfig {
+    /// Generic defaults; a model's registry entry adjusts them before the user's flags apply.
+    pub fn new(model: &str, dataset: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            dataset: dataset.to_string(),
+            data_dir: None,
+            epochs: 5,
+            batch_size: 128,
+            optimizer: OptimizerConfig::default(),
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            clip_norm: None,
+            seed: 42,
+            patience: None,
+            limit_train: None,
+            limit_test: None,
+            log_every: 10,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(TrainError::Config(m.to_string()));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("batch size must be at least 1");
+        }
+        if self.log_every == 0 {
+            return bad("log_every must be at least 1");
+        }
+        if matches!(self.clip_norm, Some(c) if !(c > 0.0)) {
+            return bad("clip norm must be positive");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! `curves.png`: the training curves of a run, one panel per metric.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+use crate::{Record, RecordKind, Result, TrainError};
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is embedded, so plots work on machines without fontconfig or system fonts.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+    });
+}
+
+/// The (step, value) points of `metric` in records of `kind`.
+fn series(records: &[Record], kind: RecordKind, metric: &str) -> Vec<(f64, f64)> {
+    records
+        .iter()
+        .filter(|r| r.kind == kind)
+        .filter_map(|r| r.values.get(metric).map(|&v| (r.step as f64, v)))
+        .filter(|(_, v)| v.is_finite())
+        .collect()
+}
+
+/// Draws every metric that has evaluation records (train and test, against the step) into `path`.
+pub fn curves(path: &Path, records: &[Record]) -> Result<()> {
+    register_font();
+    let mut metrics: Vec<String> = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Eval)
+        .flat_map(|r| r.values.keys().cloned())
+        .filter(|k| !k.ends_with("_s") && !k.starts_with("train_") && k != "lr")
+        .collect();
+    metrics.sort();
+    metrics.dedup();
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    let err = |e: &dyn std::fmt::Display| TrainError::Plot(e.to_string());
+    let root = BitMapBackend::new(path, (560 * metrics.len() as u32, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    for (area, metric) in root.split_evenly((1, metrics.len())).iter().zip(&metrics) {
+        let train = series(records, RecordKind::Train, metric);
+        let test = series(records, RecordKind::Eval, metric);
+        let all = train.iter().chain(&test);
+        let x_max = all.clone().map(|p| p.0).fold(1.0, f64::max);
+        let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+        let pad = ((hi - lo) * 0.05).max(1e-6);
+        let mut chart = ChartBuilder::on(area)
+            .caption(metric, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..x_max, (lo - pad)..(hi + pad))
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .draw()
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(LineSeries::new(train, BLUE.stroke_width(1)))
+            .map_err(|e| err(&e))?
+            .label("train")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
+        chart
+            .draw_series(LineSeries::new(test.clone(), RED.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label("test")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
+        chart
+            .draw_series(test.into_iter().map(|p| Circle::new(p, 3, RED.filled())))
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))
+}

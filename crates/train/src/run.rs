@@ -1,0 +1,159 @@
+//! Runs as the command line sees them: open the data, build the model from the registry, train,
+//! resume or evaluate a run directory.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use forja_data::{catalog, Dataset, ImageSet, Loader, Split};
+
+use crate::checkpoint;
+use crate::error::io_at;
+use crate::registry::{self, DataSpec};
+use crate::trainer::{BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT};
+use crate::{Metrics, Result, RunConfig, Summary, Task, TrainError, Trainer};
+
+/// The train and test splits of the run's dataset, shortened to the configured limits.
+pub fn open_data(cfg: &RunConfig) -> Result<(ImageSet, ImageSet)> {
+    let dir = cfg.data_dir.as_deref();
+    let mut train = catalog::open(&cfg.dataset, Split::Train, dir)?;
+    let mut test = catalog::open(&cfg.dataset, Split::Test, dir)?;
+    if let Some(n) = cfg.limit_train {
+        train = train.truncated(n);
+    }
+    if let Some(n) = cfg.limit_test {
+        test = test.truncated(n);
+    }
+    Ok((train, test))
+}
+
+fn build(cfg: &RunConfig, data: &dyn Dataset, device: &Device) -> Result<Box<dyn Task>> {
+    let entry = registry::find(&cfg.model)?;
+    let spec = DataSpec {
+        item_shape: data.item_shape(),
+        num_classes: data.num_classes(),
+    };
+    (entry.build)(cfg, &spec, device)
+}
+
+/// A fresh directory `root/<model>-<UTC timestamp>` (suffixed if that name is taken).
+pub fn new_run_dir(root: &Path, model: &str) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let base = format!("{model}-{}", utc_stamp(secs));
+    std::fs::create_dir_all(root).map_err(io_at(root))?;
+    for k in 1.. {
+        let name = if k == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{k}")
+        };
+        let dir = root.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(TrainError::Io {
+                    path: dir,
+                    source: e,
+                })
+            }
+        }
+    }
+    unreachable!("the suffix search only ends by returning")
+}
+
+/// `YYYYMMDD-HHMMSS` for seconds since the Unix epoch (civil-from-days, proleptic Gregorian).
+fn utc_stamp(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Trains a new run in `run_dir`.
+pub fn train(cfg: RunConfig, run_dir: &Path, device: &Device, progress: bool) -> Result<Summary> {
+    cfg.validate()?;
+    let (train, test) = open_data(&cfg)?;
+    let mut task = build(&cfg, &train, device)?;
+    Trainer::new(cfg, run_dir, device)?
+        .progress(progress)
+        .fit(task.as_mut(), &train, &test, None)
+}
+
+/// The configuration a run was started with.
+pub fn load_config(run_dir: &Path) -> Result<RunConfig> {
+    let path = run_dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io_at(&path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path,
+        msg: format!("invalid run config: {e}"),
+    })
+}
+
+/// Continues the run in `run_dir` from its last checkpoint, up to `epochs` if given.
+pub fn resume(
+    run_dir: &Path,
+    epochs: Option<usize>,
+    device: &Device,
+    progress: bool,
+) -> Result<Summary> {
+    let mut cfg = load_config(run_dir)?;
+    if let Some(e) = epochs {
+        cfg.epochs = e;
+    }
+    let (tensors, meta) = checkpoint::load(&run_dir.join(LAST_CHECKPOINT), device)?;
+    let (train, test) = open_data(&cfg)?;
+    let mut task = build(&cfg, &train, device)?;
+    Trainer::new(cfg, run_dir, device)?.progress(progress).fit(
+        task.as_mut(),
+        &train,
+        &test,
+        Some((tensors, meta)),
+    )
+}
+
+/// Re-evaluates the best (or, without one, the last) checkpoint of a run on its test split.
+pub fn evaluate(run_dir: &Path, device: &Device) -> Result<(RunConfig, PathBuf, Metrics)> {
+    let cfg = load_config(run_dir)?;
+    let path = [BEST_CHECKPOINT, LAST_CHECKPOINT]
+        .iter()
+        .map(|f| run_dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| TrainError::Checkpoint {
+            path: run_dir.to_path_buf(),
+            msg: format!(
+                "no {BEST_CHECKPOINT} or {LAST_CHECKPOINT}: the run saved no checkpoint yet"
+            ),
+        })?;
+    let (tensors, _) = checkpoint::load(&path, device)?;
+    let (train, test) = open_data(&cfg)?;
+    let mut task = build(&cfg, &train, device)?;
+    task.load_state(&tensors)?;
+    let loader = Loader::new(&test, cfg.batch_size, device)?;
+    let metrics = task.evaluate(&mut loader.epoch(0))?;
+    Ok((cfg, path, metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_stamp_matches_known_dates() {
+        assert_eq!(super::utc_stamp(0), "19700101-000000");
+        assert_eq!(super::utc_stamp(951_782_400), "20000229-000000");
+        assert_eq!(super::utc_stamp(1_795_500_023), "20261124-060023");
+    }
+}

@@ -1,0 +1,71 @@
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::Tensor;
+use forja_data::Batch;
+
+use crate::Result;
+
+/// Named scalar results of a step or an evaluation, e.g. `loss`, `accuracy`.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Where the trainer is when it calls [`Task::train_step`].
+#[derive(Debug, Clone, Copy)]
+pub struct StepCtx {
+    pub epoch: usize,
+    /// Global step, 0-based, counted over the whole run.
+    pub step: usize,
+    /// Multiply the optimizers' base learning rates by this (schedule and warm-up).
+    pub lr_factor: f64,
+    /// The run seed: derive any per-step randomness (noise, dropout masks) from `(seed, step)`.
+    pub seed: u64,
+}
+
+/// The metric that picks the best checkpoint and drives early stopping.
+#[derive(Debug, Clone, Copy)]
+pub struct Monitor {
+    pub metric: &'static str,
+    pub maximize: bool,
+}
+
+impl Monitor {
+    pub fn improves(&self, new: f64, best: Option<f64>) -> bool {
+        match best {
+            None => new.is_finite(),
+            Some(b) if self.maximize => new > b,
+            Some(b) => new < b,
+        }
+    }
+}
+
+/// What a model must provide to be trained by the [`crate::Trainer`].
+///
+/// A task owns its networks and optimizers, so a classifier (one optimizer), a GAN (two,
+/// alternating) or a flow all fit the same loop.
+pub trait Task {
+    /// One optimisation step on `batch`; the result must contain `loss`.
+    fn train_step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<Metrics>;
+
+    /// Metrics over a whole held-out set, in evaluation mode.
+    fn evaluate(
+        &mut self,
+        batches: &mut dyn Iterator<Item = forja_data::Result<Batch>>,
+    ) -> Result<Metrics>;
+
+    fn monitor(&self) -> Monitor;
+
+    /// The weights, with the names they have in a PyTorch `state_dict`.
+    fn weights(&self) -> Vec<(String, Tensor)>;
+
+    /// Weights plus optimizer state: everything a resumed run needs.
+    fn state(&self) -> Result<Vec<(String, Tensor)>>;
+
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
+
+    fn num_params(&self) -> usize;
+
+    /// Extra outputs (images, plots) written into the run directory at the end of a run.
+    fn artifacts(&mut self, _run_dir: &Path) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,317 @@
+//! forja's command line, run as `cargo xtask <command>`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use forja_data::catalog;
+use forja_train::{registry, run, OptimizerKind, RunConfig, Schedule};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "forja: train, evaluate and list deep-learning models",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the registered models (name, family, summary, default dataset).
+    List,
+    /// List the known datasets and whether their files were found.
+    Datasets,
+    /// Train a model; creates runs/<model>-<timestamp>/ (or continues one with --resume).
+    Train(TrainArgs),
+    /// Re-evaluate a saved run (its best checkpoint, else its last) on its test split.
+    Eval {
+        /// The run directory, e.g. runs/lenet5-20261124-060000.
+        run_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Opt {
+    Sgd,
+    Adam,
+    Adamw,
+    Rmsprop,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Sched {
+    Constant,
+    Step,
+    Cosine,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Model name (see `cargo xtask list`).
+    model: String,
+    /// Continue the run in this directory from its last checkpoint (only --epochs may change).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Train for this many epochs in total.
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[command(flatten)]
+    hyper: Hyper,
+    /// Directory that receives the new run directory.
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
+    /// Hide the live progress bar (epoch summaries are still printed).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Settings fixed at the start of a run.
+#[derive(Args)]
+struct Hyper {
+    /// Dataset name (see `cargo xtask datasets`); defaults to the model's.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Directory holding the dataset's files (IDX: train-images-idx3-ubyte[.gz], ...).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long, value_enum)]
+    optimizer: Option<Opt>,
+    /// Base learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Momentum (SGD, RMSprop).
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Nesterov momentum (SGD).
+    #[arg(long)]
+    nesterov: bool,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum)]
+    schedule: Option<Sched>,
+    /// Step schedule: decay every N epochs.
+    #[arg(long, default_value_t = 10)]
+    step_every: usize,
+    /// Step schedule: decay factor.
+    #[arg(long, default_value_t = 0.1)]
+    gamma: f64,
+    /// Cosine schedule: final learning-rate factor.
+    #[arg(long, default_value_t = 0.0)]
+    min_factor: f64,
+    /// Linear learning-rate warm-up over N steps.
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Clip gradients to this global L2 norm.
+    #[arg(long)]
+    clip_norm: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Early stopping: stop after N epochs without a better test metric.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Use only the first N training samples.
+    #[arg(long)]
+    limit_train: Option<usize>,
+    /// Use only the first N test samples.
+    #[arg(long)]
+    limit_test: Option<usize>,
+}
+
+impl Hyper {
+    /// Flags the user gave, by name (to refuse them when resuming).
+    fn given(&self) -> Vec<&'static str> {
+        let flags = [
+            ("--dataset", self.dataset.is_some()),
+            ("--data-dir", self.data_dir.is_some()),
+            ("--batch-size", self.batch_size.is_some()),
+            ("--optimizer", self.optimizer.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--momentum", self.momentum.is_some()),
+            ("--nesterov", self.nesterov),
+            ("--weight-decay", self.weight_decay.is_some()),
+            ("--schedule", self.schedule.is_some()),
+            ("--warmup", self.warmup.is_some()),
+            ("--clip-norm", self.clip_norm.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--patience", self.patience.is_some()),
+            ("--limit-train", self.limit_train.is_some()),
+            ("--limit-test", self.limit_test.is_some()),
+        ];
+        flags
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(f, _)| f)
+            .collect()
+    }
+
+    fn apply(self, cfg: &mut RunConfig) {
+        if let Some(d) = self.dataset {
+            cfg.dataset = d;
+        }
+        cfg.data_dir = self.data_dir.or(cfg.data_dir.take());
+        let o = &mut cfg.optimizer;
+        if let Some(k) = self.optimizer {
+            o.kind = match k {
+                Opt::Sgd => OptimizerKind::Sgd,
+                Opt::Adam => OptimizerKind::Adam,
+                Opt::Adamw => OptimizerKind::Adamw,
+                Opt::Rmsprop => OptimizerKind::Rmsprop,
+            };
+        }
+        o.lr = self.lr.unwrap_or(o.lr);
+        o.momentum = self.momentum.unwrap_or(o.momentum);
+        o.nesterov |= self.nesterov;
+        o.weight_decay = self.weight_decay.unwrap_or(o.weight_decay);
+        if let Some(s) = self.schedule {
+            cfg.schedule = match s {
+                Sched::Constant => Schedule::Constant,
+                Sched::Step => Schedule::Step {
+                    every: self.step_every,
+                    gamma: self.gamma,
+                },
+                Sched::Cosine => Schedule::Cosine {
+                    min_factor: self.min_factor,
+                },
+            };
+        }
+        cfg.batch_size = self.batch_size.unwrap_or(cfg.batch_size);
+        cfg.warmup_steps = self.warmup.unwrap_or(cfg.warmup_steps);
+        cfg.clip_norm = self.clip_norm.or(cfg.clip_norm);
+        cfg.seed = self.seed.unwrap_or(cfg.seed);
+        cfg.patience = self.patience.or(cfg.patience);
+        cfg.limit_train = self.limit_train.or(cfg.limit_train);
+        cfg.limit_test = self.limit_test.or(cfg.limit_test);
+    }
+}
+
+fn list() {
+    let models = registry::models();
+    let w = models
+        .iter()
+        .map(|m| m.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:w$}  {:8}  {:14}  SUMMARY", "NAME", "FAMILY", "DATASET");
+    for m in models {
+        println!(
+            "{:w$}  {:8}  {:14}  {}",
+            m.name, m.family, m.default_dataset, m.summary
+        );
+    }
+}
+
+fn datasets() {
+    println!("{:14}  {:40}  SUMMARY", "NAME", "FILES");
+    for d in catalog::DATASETS {
+        let files = if d.name == "synth-digits" {
+            "embedded".to_string()
+        } else {
+            match catalog::default_dirs(d.name)
+                .into_iter()
+                .find(|dir| forja_data::idx::find_file(dir, "t10k-labels-idx1-ubyte").is_some())
+            {
+                Some(dir) => format!("found in {}", dir.display()),
+                None => match d.debian_package {
+                    Some(p) => format!("missing (apt-get install {p})"),
+                    None => "missing (pass --data-dir)".into(),
+                },
+            }
+        };
+        println!("{:14}  {:40}  {}", d.name, files, d.summary);
+    }
+}
+
+fn train(args: TrainArgs) -> forja_train::Result<()> {
+    let device = candle_core::Device::Cpu;
+    let progress = !args.no_progress;
+    let summary = if let Some(dir) = &args.resume {
+        let given = args.hyper.given();
+        if !given.is_empty() {
+            return Err(forja_train::TrainError::Config(format!(
+                "a resumed run keeps its configuration; only --epochs may change (got {})",
+                given.join(", ")
+            )));
+        }
+        let cfg = run::load_config(dir)?;
+        if cfg.model != args.model {
+            return Err(forja_train::TrainError::Config(format!(
+                "{} is a run of `{}`, not `{}`",
+                dir.display(),
+                cfg.model,
+                args.model
+            )));
+        }
+        run::resume(dir, args.epochs, &device, progress)?
+    } else {
+        let entry = registry::find(&args.model)?;
+        let mut cfg = RunConfig::new(entry.name, entry.default_dataset);
+        (entry.configure)(&mut cfg);
+        cfg.epochs = args.epochs.unwrap_or(cfg.epochs);
+        args.hyper.apply(&mut cfg);
+        cfg.validate()?;
+        // Open the data before creating the run directory, so a missing dataset leaves nothing behind.
+        run::open_data(&cfg)?;
+        let dir = run::new_run_dir(&args.runs_dir, entry.name)?;
+        println!("run directory: {}", dir.display());
+        run::train(cfg, &dir, &device, progress)?
+    };
+    let best = match (summary.best, summary.best_epoch) {
+        (Some(b), Some(e)) => format!(", best {b:.4} at epoch {e}"),
+        _ => String::new(),
+    };
+    println!(
+        "done: {} epochs{best}; results in {}",
+        summary.epochs_done,
+        summary.run_dir.display()
+    );
+    Ok(())
+}
+
+fn eval(run_dir: PathBuf) -> forja_train::Result<()> {
+    let (cfg, ckpt, metrics) = run::evaluate(&run_dir, &candle_core::Device::Cpu)?;
+    println!(
+        "{} on {} (test split), checkpoint {}",
+        cfg.model,
+        cfg.dataset,
+        ckpt.display()
+    );
+    for (k, v) in &metrics {
+        if k == "accuracy" {
+            println!("  {k}: {v:.4} ({:.2}%)", v * 100.0);
+        } else {
+            println!("  {k}: {v:.4}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    forja_nets::link();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List => {
+            list();
+            Ok(())
+        }
+        Command::Datasets => {
+            datasets();
+            Ok(())
+        }
+        Command::Train(args) => train(args),
+        Command::Eval { run_dir } => eval(run_dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
