@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use forja_data::catalog;
 use forja_train::{registry, run, OptimizerKind, RunConfig, Schedule};
+// Linked for its `inventory` registrations: the models are found through the registry.
+use forja_nets as _;
 
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "forja: train, evaluate and list deep-learning models",
     version
 )]
@@ -25,7 +28,7 @@ enum Command {
     /// List the known datasets and whether their files were found.
     Datasets,
     /// Train a model; creates runs/<model>-<timestamp>/ (or continues one with --resume).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Re-evaluate a saved run (its best checkpoint, else its last) on its test split.
     Eval {
         /// The run directory, e.g. runs/lenet5-20261124-060000.
@@ -293,7 +296,6 @@ fn eval(run_dir: PathBuf) -> forja_train::Result<()> {
 }
 
 fn main() -> ExitCode {
-    forja_nets::link();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List => {
@@ -304,7 +306,7 @@ fn main() -> ExitCode {
             datasets();
             Ok(())
         }
-        Command::Train(args) => train(args),
+        Command::Train(args) => train(*args),
         Command::Eval { run_dir } => eval(run_dir),
     };
     match result {

@@ -19,6 +19,3 @@ mod lenet;
 
 pub use error::{NetError, Result};
 pub use lenet::LeNet5;
-
-/// Call once from a binary so the linker keeps this crate and its registrations.
-pub fn link() {}

@@ -61,7 +61,7 @@ impl RunConfig {
         if self.log_every == 0 {
             return bad("log_every must be at least 1");
         }
-        if matches!(self.clip_norm, Some(c) if !(c > 0.0)) {
+        if matches!(self.clip_norm, Some(c) if c.is_nan() || c <= 0.0) {
             return bad("clip norm must be positive");
         }
         Ok(())

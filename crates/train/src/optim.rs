@@ -244,11 +244,13 @@ impl Optimizer {
                     Some(t) if t.shape() == var.shape() => {
                         Some(t.to_dtype(var.dtype())?.to_device(var.device())?)
                     }
-                    Some(t) => return Err(TrainError::Config(format!(
+                    Some(t) => {
+                        return Err(TrainError::Config(format!(
                         "optimizer buffer {buf_name} of `{name}`: shape {:?}, parameter has {:?}",
                         t.shape(),
                         var.shape()
-                    ))),
+                    )))
+                    }
                     None => None,
                 };
             }

@@ -97,6 +97,12 @@ pub fn train(cfg: RunConfig, run_dir: &Path, device: &Device, progress: bool) ->
 /// The configuration a run was started with.
 pub fn load_config(run_dir: &Path) -> Result<RunConfig> {
     let path = run_dir.join(CONFIG_FILE);
+    if !path.is_file() {
+        return Err(TrainError::Checkpoint {
+            path: run_dir.to_path_buf(),
+            msg: format!("not a run directory: it has no {CONFIG_FILE} (runs are made by `cargo xtask train`)"),
+        });
+    }
     let text = std::fs::read_to_string(&path).map_err(io_at(&path))?;
     serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
         path,
