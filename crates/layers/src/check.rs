@@ -1,0 +1,100 @@
+//! Gradient checking: autograd against central finite differences, in f64.
+//!
+//! forja's tests run every op and module through [`check_gradients`]; it is public so the same
+//! check can guard your own layers.
+
+use candle_core::{DType, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{LayerError, Result};
+
+/// Tolerances of a gradient check: `|autograd - numeric| <= atol + rtol * max(|autograd|, |numeric|)`.
+#[derive(Debug, Clone, Copy)]
+pub struct GradCheck {
+    pub eps: f64,
+    pub rtol: f64,
+    pub atol: f64,
+    /// Seed of the random projection `r` in the scalar loss `sum(f(x) * r)`.
+    pub seed: u64,
+}
+
+impl Default for GradCheck {
+    fn default() -> Self {
+        Self {
+            eps: 1e-6,
+            rtol: 1e-5,
+            atol: 1e-7,
+            seed: 0,
+        }
+    }
+}
+
+/// Checks the gradient of `f` with respect to every tensor of `inputs` (converted to f64).
+/// The output is reduced to a scalar with a fixed random projection, so every output element
+/// contributes with a different weight. Returns the largest absolute difference seen.
+pub fn check_gradients<F>(inputs: &[Tensor], f: F) -> Result<f64>
+where
+    F: Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+{
+    GradCheck::default().run(inputs, f)
+}
+
+impl GradCheck {
+    pub fn run<F>(&self, inputs: &[Tensor], f: F) -> Result<f64>
+    where
+        F: Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+    {
+        let inputs = inputs
+            .iter()
+            .map(|t| t.to_dtype(DType::F64)?.detach().contiguous())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let vars = inputs
+            .iter()
+            .map(|t| Var::from_tensor(&t.copy()?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let var_tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = f(&var_tensors)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let r: Vec<f64> = (0..y.elem_count())
+            .map(|_| rng.gen_range(-1.0..1.0))
+            .collect();
+        let r = Tensor::from_vec(r, y.shape(), y.device())?;
+        let loss = |y: &Tensor| -> Result<f64> {
+            Ok((y.to_dtype(DType::F64)? * &r)?
+                .sum_all()?
+                .to_scalar::<f64>()?)
+        };
+        let grads = (y.to_dtype(DType::F64)? * &r)?.sum_all()?.backward()?;
+
+        let mut worst = 0.0f64;
+        for (i, (input, var)) in inputs.iter().zip(&vars).enumerate() {
+            let analytic = match grads.get(var.as_tensor()) {
+                Some(g) => g.flatten_all()?.to_vec1::<f64>()?,
+                None => vec![0.0; input.elem_count()],
+            };
+            let base = input.flatten_all()?.to_vec1::<f64>()?;
+            for (j, &a) in analytic.iter().enumerate() {
+                let eval = |delta: f64| -> Result<f64> {
+                    let mut data = base.clone();
+                    data[j] += delta;
+                    let mut args = inputs.clone();
+                    args[i] = Tensor::from_vec(data, input.shape(), input.device())?;
+                    loss(&f(&args)?)
+                };
+                let numeric = (eval(self.eps)? - eval(-self.eps)?) / (2.0 * self.eps);
+                let diff = (a - numeric).abs();
+                worst = worst.max(diff);
+                // Written so that a NaN on either side fails the check.
+                let within = diff <= self.atol + self.rtol * a.abs().max(numeric.abs());
+                if !within {
+                    return Err(LayerError::GradCheck(format!(
+                        "input {i} {:?}, element {j}: autograd {a:.10e} vs finite difference {numeric:.10e}",
+                        input.dims()
+                    )));
+                }
+            }
+        }
+        Ok(worst)
+    }
+}

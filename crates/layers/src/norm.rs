@@ -1,0 +1,353 @@
+//! Normalisation layers: batch norm (with running statistics and a train/eval switch),
+//! layer norm and group norm, composed from differentiable candle ops.
+
+use candle_core::{Module, ModuleT, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+
+use crate::error::{LayerError, Result};
+
+/// Settings of [`BatchNorm`] (PyTorch's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormConfig {
+    pub eps: f64,
+    /// Weight of the new batch statistic in the running average.
+    pub momentum: f64,
+    /// Learn a per-channel scale (`weight`) and shift (`bias`).
+    pub affine: bool,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        Self {
+            eps: 1e-5,
+            momentum: 0.1,
+            affine: true,
+        }
+    }
+}
+
+/// Batch normalisation over channel dim 1 of `[N, C]`, `[N, C, L]` or `[N, C, H, W]`
+/// (BatchNorm1d and BatchNorm2d in one). Training normalises with the batch statistics and
+/// updates the running ones (variance unbiased, as PyTorch); evaluation uses the running ones.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    running_mean: Var,
+    running_var: Var,
+    cfg: BatchNormConfig,
+}
+
+impl BatchNorm {
+    /// Parameters `weight`, `bias` and buffers `running_mean`, `running_var` in `vb`; the
+    /// buffers get no gradient, so optimizers leave them alone.
+    pub fn new(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<Self> {
+        let (weight, bias) = if cfg.affine {
+            (
+                Some(vb.get_with_hints(channels, "weight", Init::Const(1.0))?),
+                Some(vb.get_with_hints(channels, "bias", Init::Const(0.0))?),
+            )
+        } else {
+            (None, None)
+        };
+        let mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
+        let var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
+        Self::from_parts(weight, bias, mean, var, cfg)
+    }
+
+    /// A layer from existing tensors; the running statistics are updated in place when they
+    /// are variables, and copied otherwise.
+    pub fn from_parts(
+        weight: Option<Tensor>,
+        bias: Option<Tensor>,
+        running_mean: Tensor,
+        running_var: Tensor,
+        cfg: BatchNormConfig,
+    ) -> Result<Self> {
+        if !(0.0..=1.0).contains(&cfg.momentum) || cfg.eps <= 0.0 {
+            return Err(LayerError::config(
+                "batch_norm",
+                format!(
+                    "momentum {} must be in [0, 1] and eps {} positive",
+                    cfg.momentum, cfg.eps
+                ),
+            ));
+        }
+        Ok(Self {
+            weight,
+            bias,
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            cfg,
+        })
+    }
+
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    fn check(&self, x: &Tensor) -> Result<(Vec<usize>, Vec<usize>)> {
+        let d = x.dims();
+        let c = self.running_mean.elem_count();
+        if !(2..=4).contains(&d.len()) || d[1] != c {
+            return Err(LayerError::shape(
+                "batch_norm",
+                format!("[N, {c}], [N, {c}, L] or [N, {c}, H, W]"),
+                d,
+            ));
+        }
+        let mut bshape = vec![1; d.len()];
+        bshape[1] = c;
+        let reduce = (0..d.len()).filter(|&i| i != 1).collect();
+        Ok((bshape, reduce))
+    }
+
+    fn normalize(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (bshape, reduce) = self.check(x)?;
+        let (centered, var) = if train {
+            let count = x.elem_count() / bshape[1];
+            if count < 2 {
+                return Err(LayerError::shape(
+                    "batch_norm",
+                    "more than one value per channel in training mode",
+                    x.dims(),
+                ));
+            }
+            let mean = x.mean_keepdim(reduce.clone())?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(reduce)?;
+            let m = self.cfg.momentum;
+            let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
+            let rm = self.running_mean.as_tensor();
+            let rv = self.running_var.as_tensor();
+            let new_mean =
+                ((rm * (1.0 - m))? + (mean.detach().flatten_all()?.to_dtype(rm.dtype())? * m)?)?;
+            let new_var =
+                ((rv * (1.0 - m))? + (unbiased.flatten_all()?.to_dtype(rv.dtype())? * m)?)?;
+            self.running_mean.set(&new_mean)?;
+            self.running_var.set(&new_var)?;
+            (centered, var)
+        } else {
+            let mean = self
+                .running_mean
+                .as_tensor()
+                .to_dtype(x.dtype())?
+                .reshape(bshape.clone())?;
+            let var = self
+                .running_var
+                .as_tensor()
+                .to_dtype(x.dtype())?
+                .reshape(bshape.clone())?;
+            (x.broadcast_sub(&mean)?, var)
+        };
+        let y = centered.broadcast_div(&(var + self.cfg.eps)?.sqrt()?)?;
+        affine(y, self.weight.as_ref(), self.bias.as_ref(), &bshape)
+    }
+}
+
+fn affine(
+    y: Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    shape: &[usize],
+) -> Result<Tensor> {
+    let y = match weight {
+        Some(w) => y.broadcast_mul(&w.reshape(shape)?)?,
+        None => y,
+    };
+    Ok(match bias {
+        Some(b) => y.broadcast_add(&b.reshape(shape)?)?,
+        None => y,
+    })
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        Ok(self.normalize(x, train)?)
+    }
+}
+
+/// Normalises over the trailing `normalized_shape` dims of each sample, then applies an
+/// element-wise affine map of that shape.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    normalized_shape: Vec<usize>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(normalized_shape: &[usize], eps: f64, affine: bool, vb: VarBuilder) -> Result<Self> {
+        let (w, b) = if affine {
+            (
+                Some(vb.get_with_hints(normalized_shape, "weight", Init::Const(1.0))?),
+                Some(vb.get_with_hints(normalized_shape, "bias", Init::Const(0.0))?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self::from_parts(w, b, normalized_shape, eps))
+    }
+
+    pub fn from_parts(
+        weight: Option<Tensor>,
+        bias: Option<Tensor>,
+        normalized_shape: &[usize],
+        eps: f64,
+    ) -> Self {
+        Self {
+            weight,
+            bias,
+            normalized_shape: normalized_shape.to_vec(),
+            eps,
+        }
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let d = x.dims();
+        let k = self.normalized_shape.len();
+        if d.len() < k || d[d.len() - k..] != self.normalized_shape[..] {
+            return Err(LayerError::shape(
+                "layer_norm",
+                format!("trailing dims {:?}", self.normalized_shape),
+                d,
+            )
+            .into());
+        }
+        let dims: Vec<usize> = (d.len() - k..d.len()).collect();
+        let centered = x.broadcast_sub(&x.mean_keepdim(dims.clone())?)?;
+        let var = centered.sqr()?.mean_keepdim(dims)?;
+        let y = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let y = match &self.weight {
+            Some(w) => y.broadcast_mul(w)?,
+            None => y,
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Group normalisation (Wu & He 2018): channels split into `groups`, each normalised over its
+/// channels and spatial positions per sample; per-channel affine.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    groups: usize,
+    channels: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn new(
+        groups: usize,
+        channels: usize,
+        eps: f64,
+        affine: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let (w, b) = if affine {
+            (
+                Some(vb.get_with_hints(channels, "weight", Init::Const(1.0))?),
+                Some(vb.get_with_hints(channels, "bias", Init::Const(0.0))?),
+            )
+        } else {
+            (None, None)
+        };
+        Self::from_parts(w, b, groups, channels, eps)
+    }
+
+    pub fn from_parts(
+        weight: Option<Tensor>,
+        bias: Option<Tensor>,
+        groups: usize,
+        channels: usize,
+        eps: f64,
+    ) -> Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(LayerError::config(
+                "group_norm",
+                format!("{channels} channels are not divisible into {groups} groups"),
+            ));
+        }
+        Ok(Self {
+            weight,
+            bias,
+            groups,
+            channels,
+            eps,
+        })
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let d = x.dims().to_vec();
+        if d.len() < 2 || d[1] != self.channels {
+            return Err(
+                LayerError::shape("group_norm", format!("[N, {}, ..]", self.channels), &d).into(),
+            );
+        }
+        let g = x.reshape((d[0], self.groups, ()))?;
+        let centered = g.broadcast_sub(&g.mean_keepdim(2)?)?;
+        let var = centered.sqr()?.mean_keepdim(2)?;
+        let y = centered
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .reshape(d.clone())?;
+        let mut shape = vec![1; d.len()];
+        shape[1] = self.channels;
+        Ok(affine(y, self.weight.as_ref(), self.bias.as_ref(), &shape)?)
+    }
+}
+
+/// AlexNet's local response normalisation across channels (Krizhevsky et al. 2012):
+/// `b_i = a_i / (k + alpha * sum_{|j - i| <= size/2} a_j^2)^beta`.
+/// This is the paper's formula; PyTorch's `LocalResponseNorm` divides `alpha` by `size`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalResponseNorm {
+    pub size: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    pub k: f64,
+}
+
+impl Default for LocalResponseNorm {
+    /// The constants of the AlexNet paper.
+    fn default() -> Self {
+        Self {
+            size: 5,
+            alpha: 1e-4,
+            beta: 0.75,
+            k: 2.0,
+        }
+    }
+}
+
+impl Module for LocalResponseNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let d = x.dims();
+        if d.len() < 2 || self.size == 0 {
+            return Err(
+                LayerError::shape("local_response_norm", "[N, C, ..] and size >= 1", d).into(),
+            );
+        }
+        let c = d[1];
+        let padded = x
+            .sqr()?
+            .pad_with_zeros(1, self.size / 2, (self.size - 1) / 2)?;
+        let mut sum = padded.narrow(1, 0, c)?;
+        for j in 1..self.size {
+            sum = (sum + padded.narrow(1, j, c)?)?;
+        }
+        let denom = (sum.affine(self.alpha, self.k)?).powf(self.beta)?;
+        x.div(&denom)
+    }
+}
