@@ -10,13 +10,17 @@ pub enum NetError {
     #[error("{model} needs a labelled dataset with class indices")]
     NeedsClasses { model: &'static str },
     #[error(transparent)]
+    Layer(#[from] forja_layers::LayerError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
 impl From<NetError> for forja_train::TrainError {
     fn from(e: NetError) -> Self {
         match e {
-            NetError::Candle(c) => Self::Candle(c),
+            NetError::Candle(c) | NetError::Layer(forja_layers::LayerError::Candle(c)) => {
+                Self::Candle(c)
+            }
             other => Self::Config(other.to_string()),
         }
     }

@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
-use forja_train::{Classifier, DataSpec, ModelEntry, RunConfig, Task};
+use forja_train::{DataSpec, ModelEntry, RunConfig, Task};
 
 use crate::{NetError, Result};
 
@@ -61,13 +61,9 @@ impl Module for LeNet5 {
 }
 
 fn build(cfg: &RunConfig, data: &DataSpec, device: &Device) -> forja_train::Result<Box<dyn Task>> {
-    let classes = data
-        .num_classes
-        .ok_or(NetError::NeedsClasses { model: "lenet5" })?;
-    let task = Classifier::new(cfg, device, |vb| {
-        Ok(Box::new(LeNet5::new(vb, &data.item_shape, classes)?))
-    })?;
-    Ok(Box::new(task))
+    crate::register::classifier(cfg, data, device, "lenet5", |vb, shape, classes| {
+        Ok(Box::new(LeNet5::new(vb, shape, classes)?))
+    })
 }
 
 fn configure(cfg: &mut RunConfig) {

@@ -1,5 +1,5 @@
-//! Classic image networks for forja. Each model registers itself with the trainer's registry, so
-//! `cargo xtask train <name>` finds it.
+//! Classic image networks for forja — LeNet-5, VGG, ResNet — built from `forja-layers`. Each
+//! model registers itself with the trainer's registry, so `cargo xtask train <name>` finds it.
 //!
 //! ```
 //! use candle_core::{DType, Device, Module, Tensor};
@@ -14,8 +14,15 @@
 //! # Ok(()) }
 //! ```
 
+mod blocks;
 mod error;
 mod lenet;
+mod register;
+pub mod resnet;
+pub mod vgg;
 
+pub use blocks::ConvBn;
 pub use error::{NetError, Result};
 pub use lenet::LeNet5;
+pub use resnet::{BlockKind, ResNet, ResNetConfig, Stem};
+pub use vgg::{Vgg, VggConfig, VggHead};

@@ -19,7 +19,7 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Builds the network with `build` from seeded parameters and an optimizer over all of them.
+    /// Builds the network with `build` from seeded parameters and an optimizer over the trainable ones.
     pub fn new(
         cfg: &RunConfig,
         device: &Device,
@@ -27,7 +27,7 @@ impl Classifier {
     ) -> Result<Self> {
         let params = ParamStore::new(cfg.seed);
         let net = build(params.var_builder(DType::F32, device))?;
-        let optimizer = Optimizer::new(cfg.optimizer.clone(), params.vars())?;
+        let optimizer = Optimizer::new(cfg.optimizer.clone(), params.trainable_vars())?;
         Ok(Self {
             net,
             params,

@@ -24,7 +24,7 @@ pub use classify::Classifier;
 pub use config::RunConfig;
 pub use error::{Result, TrainError};
 pub use optim::{clip_grad_norm, Optimizer, OptimizerConfig, OptimizerKind};
-pub use params::ParamStore;
+pub use params::{is_buffer, ParamCounter, ParamStore};
 pub use record::{read_records, Record, RecordKind};
 pub use registry::{DataSpec, ModelEntry};
 pub use schedule::Schedule;

@@ -80,9 +80,22 @@ impl ParamStore {
             .collect()
     }
 
-    /// Number of scalar parameters.
+    /// The trainable parameters: every variable except normalisation buffers.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        self.vars()
+            .into_iter()
+            .filter(|(n, _)| !is_buffer(n))
+            .collect()
+    }
+
+    /// Number of trainable scalar parameters (buffers such as BatchNorm's running statistics
+    /// are state, not parameters, as in PyTorch's counts).
     pub fn num_params(&self) -> usize {
-        self.lock().values().map(|v| v.elem_count()).sum()
+        self.lock()
+            .iter()
+            .filter(|(n, _)| !is_buffer(n))
+            .map(|(_, v)| v.elem_count())
+            .sum()
     }
 
     /// Overwrites every parameter with the tensor of the same name in `tensors`.
@@ -107,6 +120,12 @@ impl ParamStore {
         // A poisoned lock only means another thread panicked while holding it; the map is intact.
         self.vars.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether a variable is a buffer updated by the forward pass rather than by the optimizer
+/// (PyTorch's buffer names, which forja's layers use).
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
 }
 
 impl SimpleBackend for ParamStore {
@@ -153,5 +172,58 @@ impl SimpleBackend for ParamStore {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.lock().contains_key(name)
+    }
+}
+
+/// A `VarBuilder` backend that only records the names and shapes asked for, handing out
+/// zero-stride zero tensors: counts the parameters of a network of any size without
+/// allocating or initialising its weights.
+#[derive(Clone, Default)]
+pub struct ParamCounter {
+    shapes: Arc<Mutex<BTreeMap<String, Vec<usize>>>>,
+}
+
+impl ParamCounter {
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
+    }
+
+    /// Every name asked for with its shape, sorted by name.
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let map = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Number of trainable scalar parameters (buffers excluded, as [`ParamStore::num_params`]).
+    pub fn num_params(&self) -> usize {
+        self.shapes()
+            .iter()
+            .filter(|(n, _)| !is_buffer(n))
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+}
+
+impl SimpleBackend for ParamCounter {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut map = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(name.to_string(), shape.dims().to_vec());
+        Tensor::zeros((), dtype, dev)?.broadcast_as(shape)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("parameter `{name}` has no shape: the counter needs one")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        let map = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+        map.contains_key(name)
     }
 }

@@ -1,0 +1,147 @@
+//! VGG and ResNet: published parameter totals (torchvision's, at 224x224 with 1000 classes),
+//! torchvision parameter names, output shapes, and a training step through the registry.
+
+use candle_core::{DType, Device, ModuleT, Tensor};
+use forja_data::Batch;
+use forja_nets::{ResNet, ResNetConfig, Vgg, VggConfig, VggHead};
+use forja_train::{registry, DataSpec, ParamCounter, RunConfig, StepCtx};
+
+fn count(
+    build: impl FnOnce(candle_nn::VarBuilder) -> forja_nets::Result<()>,
+) -> (usize, Vec<String>) {
+    let counter = ParamCounter::default();
+    build(counter.var_builder(DType::F32, &Device::Cpu)).unwrap();
+    let names = counter.shapes().into_iter().map(|(n, _)| n).collect();
+    (counter.num_params(), names)
+}
+
+#[test]
+fn resnet_parameter_counts_equal_the_published_totals() {
+    for (depth, total) in [
+        (18, 11_689_512),
+        (34, 21_797_672),
+        (50, 25_557_032),
+        (101, 44_549_160),
+        (152, 60_192_808),
+    ] {
+        let arch = ResNetConfig::imagenet(depth).unwrap();
+        let (n, names) = count(|vb| ResNet::new(&arch, vb, &[3, 224, 224], 1000).map(drop));
+        assert_eq!(n, total, "resnet{depth}");
+        for name in [
+            "conv1.weight",
+            "bn1.running_var",
+            "layer2.0.downsample.0.weight",
+            "layer4.1.bn2.bias",
+            "fc.bias",
+        ] {
+            assert!(
+                names.iter().any(|n| n == name),
+                "resnet{depth} lacks {name}"
+            );
+        }
+    }
+    // The reference workload M2: CIFAR ResNet-20 with projection shortcuts on 1x28x28.
+    let (n, _) =
+        count(|vb| ResNet::new(&ResNetConfig::cifar(20).unwrap(), vb, &[1, 28, 28], 10).map(drop));
+    assert_eq!(n, 272_186);
+    assert!(ResNetConfig::cifar(21).is_none() && ResNetConfig::imagenet(19).is_none());
+}
+
+#[test]
+fn vgg_parameter_counts_equal_the_published_totals() {
+    use forja_nets::vgg::{VGG11, VGG13, VGG16, VGG19};
+    for (name, layers, bn, total) in [
+        ("vgg11", VGG11, false, 132_863_336),
+        ("vgg13", VGG13, false, 133_047_848),
+        ("vgg16", VGG16, false, 138_357_544),
+        ("vgg19", VGG19, false, 143_667_240),
+        ("vgg11_bn", VGG11, true, 132_868_840),
+        ("vgg13_bn", VGG13, true, 133_053_736),
+        ("vgg16_bn", VGG16, true, 138_365_992),
+        ("vgg19_bn", VGG19, true, 143_678_248),
+    ] {
+        let cfg = VggConfig {
+            layers,
+            batch_norm: bn,
+            head: VggHead::ImageNet,
+        };
+        let (n, names) = count(|vb| Vgg::new(&cfg, vb, &[3, 224, 224], 1000, 0).map(drop));
+        assert_eq!(n, total, "{name}");
+        assert!(names.iter().any(|n| n == "classifier.6.weight"), "{name}");
+        // torchvision's Sequential indices: conv 0, then bn 1 (or the ReLU, which has no weights).
+        assert!(names.iter().any(|n| n == "features.0.weight"), "{name}");
+        assert_eq!(
+            names.iter().any(|n| n == "features.1.running_mean"),
+            bn,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn networks_give_one_logit_row_per_image_at_their_documented_sizes() {
+    let dev = Device::Cpu;
+    let store = forja_train::ParamStore::new(0);
+    let vb = store.var_builder(DType::F32, &dev);
+    let x = |c, s| Tensor::randn(0f32, 1.0, (2, c, s, s), &dev).unwrap();
+    let r20 = ResNet::new(
+        &ResNetConfig::cifar(20).unwrap(),
+        vb.pp("r20"),
+        &[1, 28, 28],
+        10,
+    )
+    .unwrap();
+    assert_eq!(r20.forward_t(&x(1, 28), false).unwrap().dims(), &[2, 10]);
+    let r18 = ResNet::new(
+        &ResNetConfig::imagenet(18).unwrap(),
+        vb.pp("r18"),
+        &[3, 32, 32],
+        7,
+    )
+    .unwrap();
+    assert_eq!(r18.forward_t(&x(3, 32), false).unwrap().dims(), &[2, 7]);
+    let small = VggConfig {
+        layers: forja_nets::vgg::VGG11,
+        batch_norm: true,
+        head: VggHead::Small,
+    };
+    let v = Vgg::new(&small, vb.pp("v"), &[1, 28, 28], 10, 0).unwrap();
+    assert_eq!(v.forward_t(&x(1, 28), true).unwrap().dims(), &[2, 10]);
+    // Too small for five pools: a clear error, not a panic deep in a pooling op.
+    let err = Vgg::new(&small, vb.pp("w"), &[1, 8, 8], 10, 0)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("max-pools need a side of at least 17"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_registered_resnet_and_vgg_small_trains_one_step_through_the_registry() {
+    let dev = Device::Cpu;
+    let data = DataSpec {
+        item_shape: vec![1, 28, 28],
+        num_classes: Some(10),
+    };
+    let batch = Batch {
+        inputs: Tensor::randn(0f32, 1.0, (4, 1, 28, 28), &dev).unwrap(),
+        targets: Tensor::new(&[0u32, 3, 7, 9], &dev).unwrap(),
+    };
+    let ctx = StepCtx {
+        epoch: 0,
+        step: 0,
+        lr_factor: 1.0,
+        seed: 0,
+    };
+    for name in ["resnet20", "resnet18", "vgg11_bn-small"] {
+        let entry = registry::find(name).unwrap();
+        let mut cfg = RunConfig::new(name, entry.default_dataset);
+        (entry.configure)(&mut cfg);
+        let mut task = (entry.build)(&cfg, &data, &dev).unwrap();
+        let metrics = task.train_step(&batch, &ctx).unwrap();
+        let loss = metrics["loss"];
+        assert!(loss.is_finite() && loss > 0.0, "{name}: loss {loss}");
+    }
+}
