@@ -1,4 +1,4 @@
-//! Classic image networks for forja — LeNet-5, VGG, ResNet — built from `forja-layers`. Each
+//! Classic image networks for forja — LeNet-5, AlexNet, ZFNet, VGG, ResNet — built from `forja-layers`. Each
 //! model registers itself with the trainer's registry, so `cargo xtask train <name>` finds it.
 //!
 //! ```
@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod alexnet;
 mod blocks;
 mod error;
 mod lenet;
@@ -21,6 +22,7 @@ mod register;
 pub mod resnet;
 pub mod vgg;
 
+pub use alexnet::{AlexNet, AlexNetConfig, ConvSpec};
 pub use blocks::ConvBn;
 pub use error::{NetError, Result};
 pub use lenet::LeNet5;

@@ -4,6 +4,7 @@ use candle_core::Device;
 use candle_nn::{ModuleT, VarBuilder};
 use forja_train::{Classifier, DataSpec, ModelEntry, OptimizerKind, RunConfig, Schedule, Task};
 
+use crate::alexnet::{AlexNet, AlexNetConfig};
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::vgg::{Vgg, VggConfig, VggHead, VGG11, VGG13, VGG16, VGG19};
 use crate::{NetError, Result};
@@ -217,4 +218,38 @@ vgg!(
     true,
     Small,
     "VGG-16-BN conv stack with a small-input head (global pool, fc 512-classes) for 28x28/32x32"
+);
+
+macro_rules! alexnet {
+    ($name:literal, $arch:expr, $summary:literal) => {
+        register!(
+            $name,
+            "alexnet",
+            $summary,
+            vgg_recipe,
+            |vb, shape, classes, cfg| { AlexNet::new(&$arch, vb, shape, classes, cfg.seed) }
+        );
+    };
+}
+
+alexnet!("alexnet", AlexNetConfig::alexnet(false), "AlexNet 2012: 96-256-384-384-256, LRN, overlapping 3x3/2 pools, fc 4096-4096 (62.4M params at 224x224/1000)");
+alexnet!(
+    "alexnet-2tower",
+    AlexNetConfig::alexnet(true),
+    "AlexNet with the paper's two-tower grouping of conv2/4/5 (61.0M params at 224x224/1000)"
+);
+alexnet!(
+    "alexnet-small",
+    AlexNetConfig::alexnet(false).small(),
+    "AlexNet for 28x28/32x32: 5x5/1 stem, 2x2 pool, fc 1024-1024"
+);
+alexnet!(
+    "zfnet",
+    AlexNetConfig::zfnet(),
+    "ZFNet 2013: 7x7/2 and 5x5/2 first convs, LRN, fc 4096-4096 (62.4M params at 224x224/1000)"
+);
+alexnet!(
+    "zfnet-small",
+    AlexNetConfig::zfnet().small(),
+    "ZFNet for 28x28/32x32: 5x5/1 stem, 2x2 pool, fc 1024-1024"
 );

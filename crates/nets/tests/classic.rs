@@ -135,7 +135,13 @@ fn every_registered_resnet_and_vgg_small_trains_one_step_through_the_registry() 
         lr_factor: 1.0,
         seed: 0,
     };
-    for name in ["resnet20", "resnet18", "vgg11_bn-small"] {
+    for name in [
+        "resnet20",
+        "resnet18",
+        "vgg11_bn-small",
+        "alexnet-small",
+        "zfnet-small",
+    ] {
         let entry = registry::find(name).unwrap();
         let mut cfg = RunConfig::new(name, entry.default_dataset);
         (entry.configure)(&mut cfg);
@@ -144,4 +150,48 @@ fn every_registered_resnet_and_vgg_small_trains_one_step_through_the_registry() 
         let loss = metrics["loss"];
         assert!(loss.is_finite() && loss > 0.0, "{name}: loss {loss}");
     }
+}
+
+#[test]
+fn alexnet_and_zfnet_parameter_counts_match_the_papers_layouts() {
+    use forja_nets::{AlexNet, AlexNetConfig};
+    for (name, cfg, total) in [
+        // Single tower: 62.4M; the paper's two towers (grouped conv2/4/5): its "60 million".
+        ("alexnet", AlexNetConfig::alexnet(false), 62_378_344),
+        ("alexnet-2tower", AlexNetConfig::alexnet(true), 60_965_224),
+        ("zfnet", AlexNetConfig::zfnet(), 62_357_608),
+    ] {
+        let (n, names) = count(|vb| AlexNet::new(&cfg, vb, &[3, 224, 224], 1000, 0).map(drop));
+        assert_eq!(n, total, "{name}");
+        for layer in [
+            "features.0.weight",
+            "features.4.weight",
+            "classifier.6.bias",
+        ] {
+            assert!(names.iter().any(|n| n == layer), "{name} lacks {layer}");
+        }
+    }
+    let dev = Device::Cpu;
+    let store = forja_train::ParamStore::new(0);
+    let small = AlexNet::new(
+        &AlexNetConfig::alexnet(true).small(),
+        store.var_builder(DType::F32, &dev),
+        &[1, 28, 28],
+        10,
+        0,
+    )
+    .unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &dev).unwrap();
+    assert_eq!(small.forward_t(&x, true).unwrap().dims(), &[2, 10]);
+    // The ImageNet stem on 28x28 data: a clear error naming the variant to use.
+    let err = AlexNet::new(
+        &AlexNetConfig::alexnet(false),
+        store.var_builder(DType::F32, &dev).pp("x"),
+        &[1, 28, 28],
+        10,
+        0,
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("-small variant"), "{err}");
 }
