@@ -48,7 +48,9 @@ pub use conv_transpose::{
 pub use dropout::{dropout, Dropout};
 pub use error::{LayerError, Result};
 pub use init::Init;
-pub use norm::{BatchNorm, BatchNormConfig, GroupNorm, LayerNorm, LocalResponseNorm};
+pub use norm::{
+    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm, LayerNorm, LocalResponseNorm,
+};
 pub use pad::{pad1d, pad2d, pad_dim, PadMode};
 pub use pool::{
     adaptive_avg_pool2d, avg_pool1d, avg_pool2d, global_avg_pool2d, max_pool1d,

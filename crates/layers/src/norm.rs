@@ -148,6 +148,11 @@ impl BatchNorm {
     }
 }
 
+/// PyTorch's names for the two uses of [`BatchNorm`]: `[N, C]` / `[N, C, L]` inputs...
+pub type BatchNorm1d = BatchNorm;
+/// ...and `[N, C, H, W]` inputs.
+pub type BatchNorm2d = BatchNorm;
+
 fn affine(
     y: Tensor,
     weight: Option<&Tensor>,
