@@ -49,7 +49,8 @@ pub use dropout::{dropout, Dropout};
 pub use error::{LayerError, Result};
 pub use init::Init;
 pub use norm::{
-    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm, LayerNorm, LocalResponseNorm,
+    local_response_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm,
+    LayerNorm, LocalResponseNorm,
 };
 pub use pad::{pad1d, pad2d, pad_dim, PadMode};
 pub use pool::{

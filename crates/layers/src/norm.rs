@@ -336,23 +336,31 @@ impl Default for LocalResponseNorm {
     }
 }
 
+/// Local response normalisation of `x: [N, C, ..]` across channels with the given settings
+/// (the functional form of [`LocalResponseNorm`]).
+pub fn local_response_norm(x: &Tensor, lrn: &LocalResponseNorm) -> Result<Tensor> {
+    let d = x.dims();
+    if d.len() < 2 || lrn.size == 0 {
+        return Err(LayerError::shape(
+            "local_response_norm",
+            "[N, C, ..] and size >= 1",
+            d,
+        ));
+    }
+    let c = d[1];
+    let padded = x
+        .sqr()?
+        .pad_with_zeros(1, lrn.size / 2, (lrn.size - 1) / 2)?;
+    let mut sum = padded.narrow(1, 0, c)?;
+    for j in 1..lrn.size {
+        sum = (sum + padded.narrow(1, j, c)?)?;
+    }
+    let denom = sum.affine(lrn.alpha, lrn.k)?.powf(lrn.beta)?;
+    Ok(x.div(&denom)?)
+}
+
 impl Module for LocalResponseNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let d = x.dims();
-        if d.len() < 2 || self.size == 0 {
-            return Err(
-                LayerError::shape("local_response_norm", "[N, C, ..] and size >= 1", d).into(),
-            );
-        }
-        let c = d[1];
-        let padded = x
-            .sqr()?
-            .pad_with_zeros(1, self.size / 2, (self.size - 1) / 2)?;
-        let mut sum = padded.narrow(1, 0, c)?;
-        for j in 1..self.size {
-            sum = (sum + padded.narrow(1, j, c)?)?;
-        }
-        let denom = (sum.affine(self.alpha, self.k)?).powf(self.beta)?;
-        x.div(&denom)
+        Ok(local_response_norm(x, self)?)
     }
 }
