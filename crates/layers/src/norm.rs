@@ -89,7 +89,7 @@ impl BatchNorm {
         self.running_var.as_tensor()
     }
 
-    fn check(&self, x: &Tensor) -> Result<(Vec<usize>, Vec<usize>)> {
+    fn check(&self, x: &Tensor) -> Result<()> {
         let d = x.dims();
         let c = self.running_mean.elem_count();
         if !(2..=4).contains(&d.len()) || d[1] != c {
@@ -99,16 +99,18 @@ impl BatchNorm {
                 d,
             ));
         }
-        let mut bshape = vec![1; d.len()];
-        bshape[1] = c;
-        let reduce = (0..d.len()).filter(|&i| i != 1).collect();
-        Ok((bshape, reduce))
+        Ok(())
     }
 
+    /// Works on the `[N, C, S]` view (S = spatial size): per-channel statistics are a fast
+    /// last-dim reduction followed by a small one over the batch, and the normalisation is
+    /// folded into one per-channel scale and shift.
     fn normalize(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (bshape, reduce) = self.check(x)?;
-        let (centered, var) = if train {
-            let count = x.elem_count() / bshape[1];
+        self.check(x)?;
+        let (n, c) = (x.dim(0)?, x.dim(1)?);
+        let x3 = x.reshape((n, c, ()))?;
+        let (mean, var) = if train {
+            let count = x.elem_count() / c;
             if count < 2 {
                 return Err(LayerError::shape(
                     "batch_norm",
@@ -116,9 +118,13 @@ impl BatchNorm {
                     x.dims(),
                 ));
             }
-            let mean = x.mean_keepdim(reduce.clone())?;
-            let centered = x.broadcast_sub(&mean)?;
-            let var = centered.sqr()?.mean_keepdim(reduce)?;
+            let mean = (x3.sum_keepdim(2)?.sum_keepdim(0)? / count as f64)?;
+            let var = (x3
+                .broadcast_sub(&mean)?
+                .sqr()?
+                .sum_keepdim(2)?
+                .sum_keepdim(0)?
+                / count as f64)?;
             let m = self.cfg.momentum;
             let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
             let rm = self.running_mean.as_tensor();
@@ -129,22 +135,22 @@ impl BatchNorm {
                 ((rv * (1.0 - m))? + (unbiased.flatten_all()?.to_dtype(rv.dtype())? * m)?)?;
             self.running_mean.set(&new_mean)?;
             self.running_var.set(&new_var)?;
-            (centered, var)
+            (mean, var)
         } else {
-            let mean = self
-                .running_mean
-                .as_tensor()
-                .to_dtype(x.dtype())?
-                .reshape(bshape.clone())?;
-            let var = self
-                .running_var
-                .as_tensor()
-                .to_dtype(x.dtype())?
-                .reshape(bshape.clone())?;
-            (x.broadcast_sub(&mean)?, var)
+            let stat = |t: &Var| t.as_tensor().to_dtype(x.dtype())?.reshape((1, c, 1));
+            (stat(&self.running_mean)?, stat(&self.running_var)?)
         };
-        let y = centered.broadcast_div(&(var + self.cfg.eps)?.sqrt()?)?;
-        affine(y, self.weight.as_ref(), self.bias.as_ref(), &bshape)
+        // y = (x - mean) * scale + bias, with scale = weight / sqrt(var + eps).
+        let mut scale = (var + self.cfg.eps)?.sqrt()?.recip()?;
+        if let Some(w) = &self.weight {
+            scale = scale.broadcast_mul(&w.reshape((1, c, 1))?)?;
+        }
+        let mut shift = mean.neg()?.mul(&scale)?;
+        if let Some(b) = &self.bias {
+            shift = shift.broadcast_add(&b.reshape((1, c, 1))?)?;
+        }
+        let y = x3.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+        Ok(y.reshape(x.dims())?)
     }
 }
 
