@@ -148,8 +148,10 @@ impl Optimizer {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let p = var.as_tensor();
-            let mut g = grad.clone();
+            // Detached: gradients and the variable are tracked tensors, and buffers built from
+            // them would chain every step's graph to the next (memory growing without bound).
+            let p = var.as_tensor().detach();
+            let mut g = grad.detach();
             if c.weight_decay != 0.0 && c.kind != OptimizerKind::Adamw {
                 g = (g + p.affine(c.weight_decay, 0.0)?)?;
             }
@@ -167,7 +169,7 @@ impl Optimizer {
                         };
                         *b0 = Some(buf);
                     }
-                    (p - g.affine(lr, 0.0)?)?
+                    (&p - g.affine(lr, 0.0)?)?
                 }
                 OptimizerKind::Adam | OptimizerKind::Adamw => {
                     let (beta1, beta2) = c.betas;
@@ -179,7 +181,7 @@ impl Optimizer {
                     let decayed = if c.kind == OptimizerKind::Adamw && c.weight_decay != 0.0 {
                         p.affine(1.0 - lr * c.weight_decay, 0.0)?
                     } else {
-                        p.clone()
+                        p
                     };
                     let next = (decayed - (m.affine(lr / bc1, 0.0)? / denom)?)?;
                     *b0 = Some(m);
@@ -200,7 +202,7 @@ impl Optimizer {
                     } else {
                         scaled
                     };
-                    (p - update.affine(lr, 0.0)?)?
+                    (&p - update.affine(lr, 0.0)?)?
                 }
             };
             var.set(&next)?;

@@ -272,3 +272,44 @@ fn schedules_follow_their_formulas() {
     assert!((Schedule::Constant.factor(0, 0, 100, 4) - 0.25).abs() < 1e-15);
     assert!((Schedule::Constant.factor(3, 0, 100, 4) - 1.0).abs() < 1e-15);
 }
+
+#[test]
+fn optimizer_buffers_hold_no_autograd_graph_between_steps() {
+    // Gradients that are themselves tracked tensors (as in any multi-layer net), with weight
+    // decay and momentum: the buffers must still be plain values, or each step's graph would
+    // stay alive through the next one and memory would grow without bound.
+    for kind in [
+        OptimizerKind::Sgd,
+        OptimizerKind::Adam,
+        OptimizerKind::Adamw,
+        OptimizerKind::Rmsprop,
+    ] {
+        let w = Var::new(&[1.0f64, -2.0], &Device::Cpu).unwrap();
+        let mut c = cfg(kind, 0.1);
+        c.momentum = 0.9;
+        c.weight_decay = 0.01;
+        let mut opt = Optimizer::new(c, vec![("w".to_string(), w.clone())]).unwrap();
+        for _ in 0..3 {
+            // loss = sum(w^3): its gradient 3 w^2 is computed from the tracked w.
+            let grads = w
+                .as_tensor()
+                .powf(3.0)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert!(
+                grads.get(w.as_tensor()).unwrap().track_op(),
+                "the test needs a tracked gradient"
+            );
+            opt.step(&grads, 1.0).unwrap();
+        }
+        for (name, t) in opt.state("optim").unwrap() {
+            assert!(
+                !t.track_op(),
+                "{kind:?}: buffer {name} carries an autograd graph"
+            );
+        }
+    }
+}
