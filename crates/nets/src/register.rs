@@ -5,6 +5,7 @@ use candle_nn::{ModuleT, VarBuilder};
 use forja_train::{Classifier, DataSpec, ModelEntry, OptimizerKind, RunConfig, Schedule, Task};
 
 use crate::alexnet::{AlexNet, AlexNetConfig};
+use crate::lenet1998::LeNet5_1998;
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::vgg::{Vgg, VggConfig, VggHead, VGG11, VGG13, VGG16, VGG19};
 use crate::{NetError, Result};
@@ -252,4 +253,17 @@ alexnet!(
     "zfnet-small",
     AlexNetConfig::zfnet().small(),
     "ZFNet for 28x28/32x32: 5x5/1 stem, 2x2 pool, fc 1024-1024"
+);
+
+fn lenet_recipe(cfg: &mut RunConfig) {
+    cfg.epochs = 4;
+    cfg.batch_size = 128;
+}
+
+register!(
+    "lenet5-1998",
+    "lenet",
+    "LeNet-5 as published in 1998: trainable subsampling, C3 connection table, scaled tanh, RBF output (60,000 params)",
+    lenet_recipe,
+    |vb, shape, classes, _cfg| LeNet5_1998::new(vb, shape, classes)
 );

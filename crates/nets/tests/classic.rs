@@ -195,3 +195,45 @@ fn alexnet_and_zfnet_parameter_counts_match_the_papers_layouts() {
     .unwrap();
     assert!(err.to_string().contains("-small variant"), "{err}");
 }
+
+#[test]
+fn lenet5_1998_has_the_papers_trainable_parameters_per_layer() {
+    use forja_nets::LeNet5_1998;
+    let dev = Device::Cpu;
+    let store = forja_train::ParamStore::new(0);
+    let net = LeNet5_1998::new(store.var_builder(DType::F32, &dev), &[1, 28, 28], 10).unwrap();
+    let per_layer = |prefix: &str| -> usize {
+        store
+            .vars()
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, v)| v.elem_count())
+            .sum()
+    };
+    for (layer, want) in [
+        ("c1.", 156),
+        ("s2.", 12),
+        ("c3.", 1_516),
+        ("s4.", 32),
+        ("c5.", 48_120),
+        ("f6.", 10_164),
+    ] {
+        assert_eq!(per_layer(layer), want, "{layer}");
+    }
+    // The RBF code vectors are fixed: not parameters.
+    assert_eq!(store.num_params(), 60_000);
+    assert_eq!(net.codes().dims(), &[10, 84]);
+    for side in [28, 32] {
+        let x = Tensor::randn(0f32, 1.0, (2, 1, side, side), &dev).unwrap();
+        let net =
+            LeNet5_1998::new(store.var_builder(DType::F32, &dev), &[1, side, side], 10).unwrap();
+        let logits = net.forward_t(&x, true).unwrap();
+        assert_eq!(logits.dims(), &[2, 10]);
+        // Logits are negated squared distances.
+        assert!(logits.max_all().unwrap().to_scalar::<f32>().unwrap() <= 0.0);
+    }
+    let err = LeNet5_1998::new(store.var_builder(DType::F32, &dev), &[3, 32, 32], 10)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("32x32"), "{err}");
+}
