@@ -29,6 +29,17 @@ enum Command {
     Datasets,
     /// Train a model; creates runs/<model>-<timestamp>/ (or continues one with --resume).
     Train(Box<TrainArgs>),
+    /// Print a model's layer table (parameters per layer, tensor shapes) and its total.
+    Summary {
+        /// Model name (see `cargo xtask list`).
+        model: String,
+        /// Input shape as C,H,W (default 1,28,28, the shape of forja's datasets).
+        #[arg(long, value_parser = parse_shape)]
+        input: Option<Vec<usize>>,
+        /// Number of classes (default 10).
+        #[arg(long)]
+        classes: Option<usize>,
+    },
     /// Re-evaluate a saved run (its best checkpoint, else its last) on its test split.
     Eval {
         /// The run directory, e.g. runs/lenet5-20261124-060000.
@@ -295,6 +306,29 @@ fn eval(run_dir: PathBuf) -> forja_train::Result<()> {
     Ok(())
 }
 
+fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
+    let dims: Vec<usize> = s
+        .split(',')
+        .map(|d| d.trim().parse().map_err(|_| format!("`{s}` is not C,H,W")))
+        .collect::<Result<_, _>>()?;
+    if dims.len() != 3 || dims.contains(&0) {
+        return Err(format!("`{s}` is not C,H,W with positive sizes"));
+    }
+    Ok(dims)
+}
+
+fn summary(
+    model: &str,
+    input: Option<Vec<usize>>,
+    classes: Option<usize>,
+) -> forja_train::Result<()> {
+    // Every dataset forja has so far holds 1x28x28 images of 10 classes.
+    let input = input.unwrap_or_else(|| vec![1, 28, 28]);
+    let s = forja_train::summarize(model, &input, classes.unwrap_or(10))?;
+    println!("{s}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -307,6 +341,11 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Train(args) => train(*args),
+        Command::Summary {
+            model,
+            input,
+            classes,
+        } => summary(&model, input, classes),
         Command::Eval { run_dir } => eval(run_dir),
     };
     match result {

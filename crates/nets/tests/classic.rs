@@ -237,3 +237,20 @@ fn lenet5_1998_has_the_papers_trainable_parameters_per_layer() {
         .unwrap();
     assert!(err.to_string().contains("32x32"), "{err}");
 }
+
+#[test]
+fn summary_tabulates_layers_and_totals_like_torchvision() {
+    let s = forja_train::summarize("resnet18", &[3, 224, 224], 1000).unwrap();
+    assert_eq!(s.total, 11_689_512);
+    assert_eq!(s.rows.first().unwrap().layer, "bn1");
+    let conv1 = s.rows.iter().find(|r| r.layer == "conv1").unwrap();
+    assert_eq!(conv1.params, 64 * 3 * 7 * 7);
+    // Natural order of indices: features.4 comes before features.11.
+    let vgg = forja_train::summarize("vgg11_bn-small", &[1, 28, 28], 10).unwrap();
+    let layers: Vec<&str> = vgg.rows.iter().map(|r| r.layer.as_str()).collect();
+    let pos = |l: &str| layers.iter().position(|x| *x == l).unwrap();
+    assert!(pos("features.4") < pos("features.11"), "{layers:?}");
+    let text = vgg.to_string();
+    assert!(text.contains("total trainable parameters:"), "{text}");
+    assert!(forja_train::summarize("nosuch", &[1, 28, 28], 10).is_err());
+}
