@@ -163,25 +163,6 @@ pub(crate) fn add_bias(y: Tensor, bias: Option<&Tensor>, rank: usize) -> Result<
     })
 }
 
-impl ConvConfig {
-    fn geometry_1d(&self, padding: usize) -> ConvGeometry {
-        ConvGeometry {
-            padding: [0, padding],
-            stride: [1, self.stride],
-            dilation: [1, self.dilation],
-            groups: self.groups,
-        }
-    }
-    fn geometry_2d(&self, padding: usize) -> ConvGeometry {
-        ConvGeometry {
-            padding: [padding; 2],
-            stride: [self.stride; 2],
-            dilation: [self.dilation; 2],
-            groups: self.groups,
-        }
-    }
-}
-
 /// 1-D convolution of `x: [N, C_in, L]` with `weight: [C_out, C_in / groups, K]`.
 pub fn conv1d(
     x: &Tensor,
@@ -198,7 +179,7 @@ pub fn conv1d(
     let y = conv2d_im2col(
         &x.unsqueeze(2)?,
         &weight.unsqueeze(2)?,
-        &cfg.geometry_1d(p),
+        &ConvGeometry::one_d(p, cfg.stride, cfg.dilation, cfg.groups),
         OP,
     )?;
     add_bias(y.squeeze(2)?, bias, 3)
@@ -224,7 +205,12 @@ pub fn conv2d(
     let y = if cfg.stride == 1 || (h == w && kh == kw) {
         x.conv2d(weight, p, cfg.stride, cfg.dilation, cfg.groups)?
     } else {
-        conv2d_im2col(&x, weight, &cfg.geometry_2d(p), OP)?
+        conv2d_im2col(
+            &x,
+            weight,
+            &ConvGeometry::square(p, cfg.stride, cfg.dilation, cfg.groups),
+            OP,
+        )?
     };
     add_bias(y, bias, 4)
 }

@@ -126,12 +126,7 @@ pub fn conv_transpose1d(
     let xd = dims_of(x, 3, OP, "[N, C, L]")?.to_vec();
     let k = dims_of(weight, 3, OP, "weight [C_in, C_out / groups, K]")?[2];
     check(x, weight, cfg, OP)?;
-    let geometry = ConvGeometry {
-        padding: [0, cfg.padding],
-        stride: [1, cfg.stride],
-        dilation: [1, cfg.dilation],
-        groups: cfg.groups,
-    };
+    let geometry = ConvGeometry::one_d(cfg.padding, cfg.stride, cfg.dilation, cfg.groups);
     let size = [1, out_len(cfg, xd[2], k, OP)?];
     let y = conv_transpose2d_col2im(&x.unsqueeze(2)?, &weight.unsqueeze(2)?, &geometry, size, OP)?;
     add_bias(y.squeeze(2)?, bias, 3)
@@ -148,12 +143,7 @@ pub fn conv_transpose2d(
     let xd = dims_of(x, 4, OP, "[N, C, H, W]")?.to_vec();
     let wd = dims_of(weight, 4, OP, "weight [C_in, C_out / groups, KH, KW]")?.to_vec();
     check(x, weight, cfg, OP)?;
-    let geometry = ConvGeometry {
-        padding: [cfg.padding; 2],
-        stride: [cfg.stride; 2],
-        dilation: [cfg.dilation; 2],
-        groups: cfg.groups,
-    };
+    let geometry = ConvGeometry::square(cfg.padding, cfg.stride, cfg.dilation, cfg.groups);
     let size = [
         out_len(cfg, xd[2], wd[2], OP)?,
         out_len(cfg, xd[3], wd[3], OP)?,

@@ -120,13 +120,17 @@ pub fn max_pool2d_with_indices(x: &Tensor, cfg: &PoolConfig) -> Result<(Tensor, 
     let (n, c) = (d[0], d[1]);
     let (ah, aw) = (cfg.axis(0, d[2], OP)?, cfg.axis(1, d[3], OP)?);
     let (windows, ext, map) = unfold(x, &ah, &aw, f64::NEG_INFINITY)?;
-    let (m, k) = (ah.out * aw.out, ah.k * aw.k);
-    let arg = windows.argmax_keepdim(2)?;
+    // The winning tap j of window o sits at map[j * m + o]: look it up in the flat map
+    // rather than broadcasting the map to every (sample, channel).
+    let m = ah.out * aw.out;
+    let dev = x.device();
+    let arg = windows.argmax(2)?;
+    let slot = arg
+        .broadcast_mul(&Tensor::new(m as u32, dev)?)?
+        .broadcast_add(&Tensor::arange(0u32, m as u32, dev)?)?;
     let idx = map
-        .broadcast_as((n, c, k, m))?
-        .contiguous()?
-        .gather(&arg, 2)?
-        .squeeze(2)?;
+        .index_select(&slot.flatten_all()?, 0)?
+        .reshape((n, c, m))?;
     let y = ext.gather(&idx, 2)?.reshape((n, c, ah.out, aw.out))?;
     Ok((y, idx.reshape((n, c, ah.out, aw.out))?))
 }

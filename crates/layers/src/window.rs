@@ -89,7 +89,7 @@ pub(crate) fn window_map(ah: &Axis, aw: &Axis) -> Vec<u32> {
 }
 
 /// `[N, C, K, M]` windows (K taps, M outputs) of `x: [N, C, H, W]`, padding read as `fill`;
-/// also returns the extended flat input `[N, C, H * W + 1]` and the map `[1, 1, K, M]`.
+/// also returns the extended flat input `[N, C, H * W + 1]` and the flat map `[K * M]`.
 pub(crate) fn unfold(
     x: &Tensor,
     ah: &Axis,
@@ -103,7 +103,7 @@ pub(crate) fn unfold(
     let (m, k) = (ah.out * aw.out, ah.k * aw.k);
     let map = Tensor::new(window_map(ah, aw), x.device())?;
     let windows = ext.index_select(&map, 2)?.reshape((n, c, k, m))?;
-    Ok((windows, ext, map.reshape((1, 1, k, m))?))
+    Ok((windows, ext, map))
 }
 
 /// Per-axis settings of a convolution: `[height, width]` pairs.
@@ -113,6 +113,44 @@ pub(crate) struct ConvGeometry {
     pub stride: [usize; 2],
     pub dilation: [usize; 2],
     pub groups: usize,
+}
+
+impl ConvGeometry {
+    /// The same settings on both axes of a 2-D convolution.
+    pub fn square(padding: usize, stride: usize, dilation: usize, groups: usize) -> Self {
+        Self {
+            padding: [padding; 2],
+            stride: [stride; 2],
+            dilation: [dilation; 2],
+            groups,
+        }
+    }
+
+    /// A 1-D convolution seen as 2-D with a unit height and a trivial height window.
+    pub fn one_d(padding: usize, stride: usize, dilation: usize, groups: usize) -> Self {
+        Self {
+            padding: [0, padding],
+            stride: [1, stride],
+            dilation: [1, dilation],
+            groups,
+        }
+    }
+
+    /// The window geometry along height and width for a `size` input and a `kernel`.
+    fn axes(&self, size: [usize; 2], kernel: [usize; 2], op: &'static str) -> Result<[Axis; 2]> {
+        let axis = |i: usize| {
+            Axis::new(
+                size[i],
+                kernel[i],
+                self.stride[i],
+                self.padding[i],
+                self.dilation[i],
+                false,
+                op,
+            )
+        };
+        Ok([axis(0)?, axis(1)?])
+    }
 }
 
 /// Convolution as im2col + GEMM: `x: [N, C, H, W]`, `w: [O, C / groups, KH, KW]`, zero padding.
@@ -126,8 +164,7 @@ pub(crate) fn conv2d_im2col(
 ) -> Result<Tensor> {
     let (n, c, h, wd) = x.dims4()?;
     let (o, cg, kh, kw) = w.dims4()?;
-    let ah = Axis::new(h, kh, g.stride[0], g.padding[0], g.dilation[0], false, op)?;
-    let aw = Axis::new(wd, kw, g.stride[1], g.padding[1], g.dilation[1], false, op)?;
+    let [ah, aw] = g.axes([h, wd], [kh, kw], op)?;
     let (cols, _, _) = unfold(x, &ah, &aw, 0.0)?;
     let (m, k, og) = (ah.out * aw.out, kh * kw, o / g.groups);
     debug_assert_eq!(c, cg * g.groups);
@@ -139,11 +176,7 @@ pub(crate) fn conv2d_im2col(
             wg.broadcast_matmul(&cols)
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let y = if ys.len() == 1 {
-        ys[0].clone()
-    } else {
-        Tensor::cat(&ys, 1)?
-    };
+    let y = Tensor::cat(&ys, 1)?; // one group: returns it as is
     Ok(y.reshape((n, o, ah.out, aw.out))?)
 }
 
@@ -159,24 +192,7 @@ pub(crate) fn conv_transpose2d_col2im(
 ) -> Result<Tensor> {
     let (n, cin, h, wd) = x.dims4()?;
     let (_, cog, kh, kw) = w.dims4()?;
-    let mut ah = Axis::new(
-        out_size[0],
-        kh,
-        g.stride[0],
-        g.padding[0],
-        g.dilation[0],
-        false,
-        op,
-    )?;
-    let mut aw = Axis::new(
-        out_size[1],
-        kw,
-        g.stride[1],
-        g.padding[1],
-        g.dilation[1],
-        false,
-        op,
-    )?;
+    let [mut ah, mut aw] = g.axes(out_size, [kh, kw], op)?;
     if ah.out < h || aw.out < wd {
         return Err(LayerError::config(
             op,
@@ -200,10 +216,6 @@ pub(crate) fn conv_transpose2d_col2im(
                 .narrow(2, 0, plane)
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let y = if ys.len() == 1 {
-        ys[0].clone()
-    } else {
-        Tensor::cat(&ys, 1)?
-    };
+    let y = Tensor::cat(&ys, 1)?; // one group: returns it as is
     Ok(y.reshape((n, cog * g.groups, out_size[0], out_size[1]))?)
 }
