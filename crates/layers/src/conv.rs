@@ -96,16 +96,17 @@ pub(crate) fn check_groups(
     Ok(())
 }
 
-/// Output length of a convolution or pooling window along one axis (floor division).
+/// Output length of a convolution or pooling window along one axis (floor division), or
+/// `None` where the window does not fit in the padded input.
 pub fn conv_out_len(
     n: usize,
     kernel: usize,
     padding: usize,
     stride: usize,
     dilation: usize,
-) -> usize {
-    let span = dilation * (kernel - 1) + 1;
-    (n + 2 * padding).saturating_sub(span) / stride + 1
+) -> Option<usize> {
+    let span = dilation * kernel.checked_sub(1)? + 1;
+    Some((n + 2 * padding).checked_sub(span)? / stride.max(1) + 1)
 }
 
 fn check_input(

@@ -18,12 +18,7 @@ pub struct Dropout {
 
 impl Dropout {
     pub fn new(p: f64, seed: u64) -> Result<Self> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(LayerError::config(
-                "dropout",
-                format!("p = {p} must be in [0, 1)"),
-            ));
-        }
+        check_p(p)?;
         Ok(Self {
             p,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
@@ -35,14 +30,19 @@ impl Dropout {
     }
 }
 
-/// Applies a dropout mask drawn from `rng` (the functional form of [`Dropout`]).
-pub fn dropout(x: &Tensor, p: f64, rng: &mut impl Rng) -> Result<Tensor> {
+fn check_p(p: f64) -> Result<()> {
     if !(0.0..1.0).contains(&p) {
         return Err(LayerError::config(
             "dropout",
             format!("p = {p} must be in [0, 1)"),
         ));
     }
+    Ok(())
+}
+
+/// Applies a dropout mask drawn from `rng` (the functional form of [`Dropout`]).
+pub fn dropout(x: &Tensor, p: f64, rng: &mut impl Rng) -> Result<Tensor> {
+    check_p(p)?;
     if p == 0.0 {
         return Ok(x.clone());
     }

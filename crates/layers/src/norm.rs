@@ -42,14 +42,7 @@ impl BatchNorm {
     /// Parameters `weight`, `bias` and buffers `running_mean`, `running_var` in `vb`; the
     /// buffers get no gradient, so optimizers leave them alone.
     pub fn new(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<Self> {
-        let (weight, bias) = if cfg.affine {
-            (
-                Some(vb.get_with_hints(channels, "weight", Init::Const(1.0))?),
-                Some(vb.get_with_hints(channels, "bias", Init::Const(0.0))?),
-            )
-        } else {
-            (None, None)
-        };
+        let (weight, bias) = affine_params(channels, cfg.affine, &vb)?;
         let mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
         let var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
         Self::from_parts(weight, bias, mean, var, cfg)
@@ -159,6 +152,29 @@ pub type BatchNorm1d = BatchNorm;
 /// ...and `[N, C, H, W]` inputs.
 pub type BatchNorm2d = BatchNorm;
 
+/// The learnable scale (`weight`, starting at 1) and shift (`bias`, at 0) of a normalisation,
+/// or none when it has no affine part.
+fn affine_params(
+    shape: impl Into<candle_core::Shape> + Copy,
+    affine: bool,
+    vb: &VarBuilder,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    if !affine {
+        return Ok((None, None));
+    }
+    Ok((
+        Some(vb.get_with_hints(shape, "weight", Init::Const(1.0))?),
+        Some(vb.get_with_hints(shape, "bias", Init::Const(0.0))?),
+    ))
+}
+
+/// `(x - mean) / sqrt(var + eps)` with the (biased) statistics over `dims`.
+fn standardize(x: &Tensor, dims: &[usize], eps: f64) -> Result<Tensor> {
+    let centered = x.broadcast_sub(&x.mean_keepdim(dims)?)?;
+    let var = centered.sqr()?.mean_keepdim(dims)?;
+    Ok(centered.broadcast_div(&(var + eps)?.sqrt()?)?)
+}
+
 fn affine(
     y: Tensor,
     weight: Option<&Tensor>,
@@ -193,14 +209,7 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(normalized_shape: &[usize], eps: f64, affine: bool, vb: VarBuilder) -> Result<Self> {
-        let (w, b) = if affine {
-            (
-                Some(vb.get_with_hints(normalized_shape, "weight", Init::Const(1.0))?),
-                Some(vb.get_with_hints(normalized_shape, "bias", Init::Const(0.0))?),
-            )
-        } else {
-            (None, None)
-        };
+        let (w, b) = affine_params(normalized_shape, affine, &vb)?;
         Ok(Self::from_parts(w, b, normalized_shape, eps))
     }
 
@@ -232,17 +241,13 @@ impl Module for LayerNorm {
             .into());
         }
         let dims: Vec<usize> = (d.len() - k..d.len()).collect();
-        let centered = x.broadcast_sub(&x.mean_keepdim(dims.clone())?)?;
-        let var = centered.sqr()?.mean_keepdim(dims)?;
-        let y = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        let y = match &self.weight {
-            Some(w) => y.broadcast_mul(w)?,
-            None => y,
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        let y = standardize(x, &dims, self.eps)?;
+        Ok(affine(
+            y,
+            self.weight.as_ref(),
+            self.bias.as_ref(),
+            &self.normalized_shape,
+        )?)
     }
 }
 
@@ -265,14 +270,7 @@ impl GroupNorm {
         affine: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let (w, b) = if affine {
-            (
-                Some(vb.get_with_hints(channels, "weight", Init::Const(1.0))?),
-                Some(vb.get_with_hints(channels, "bias", Init::Const(0.0))?),
-            )
-        } else {
-            (None, None)
-        };
+        let (w, b) = affine_params(channels, affine, &vb)?;
         Self::from_parts(w, b, groups, channels, eps)
     }
 
@@ -308,11 +306,7 @@ impl Module for GroupNorm {
             );
         }
         let g = x.reshape((d[0], self.groups, ()))?;
-        let centered = g.broadcast_sub(&g.mean_keepdim(2)?)?;
-        let var = centered.sqr()?.mean_keepdim(2)?;
-        let y = centered
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .reshape(d.clone())?;
+        let y = standardize(&g, &[2], self.eps)?.reshape(d.clone())?;
         let mut shape = vec![1; d.len()];
         shape[1] = self.channels;
         Ok(affine(y, self.weight.as_ref(), self.bias.as_ref(), &shape)?)

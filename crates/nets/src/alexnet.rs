@@ -13,7 +13,8 @@
 use candle_core::{ModuleT, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 use forja_layers::{
-    adaptive_avg_pool2d, max_pool2d, Conv2d, ConvConfig, Dropout, LocalResponseNorm, PoolConfig,
+    adaptive_avg_pool2d, conv_out_len, max_pool2d, Conv2d, ConvConfig, Dropout, LocalResponseNorm,
+    PoolConfig,
 };
 
 use crate::{NetError, Result};
@@ -143,20 +144,16 @@ impl AlexNet {
                 "the feature map is {h}x{w} at {what}; use a larger input or the -small variant"
             ),
         };
+        // The feature-map size after a window of `k`, padding `p`, stride `s` on both axes.
+        let shrink =
+            |h, w, k, p, s| Some((conv_out_len(h, k, p, s, 1)?, conv_out_len(w, k, p, s, 1)?));
         for (n, s) in cfg.convs.iter().enumerate() {
             let c = ConvConfig::default()
                 .stride(s.stride)
                 .padding(s.padding)
                 .groups(s.groups);
-            let out = |x: usize| {
-                (x + 2 * s.padding)
-                    .checked_sub(s.kernel)
-                    .map(|r| r / s.stride + 1)
-            };
-            (h, w) = match (out(h), out(w)) {
-                (Some(a), Some(b)) => (a, b),
-                _ => return Err(too_small(h, w, format!("conv{}", n + 1))),
-            };
+            (h, w) = shrink(h, w, s.kernel, s.padding, s.stride)
+                .ok_or_else(|| too_small(h, w, format!("conv{}", n + 1)))?;
             features.push(Feature::Conv(Conv2d::new(
                 c_in,
                 s.channels,
@@ -170,11 +167,8 @@ impl AlexNet {
                 i += 1;
             }
             if let Some(p) = s.pool {
-                let out = |x: usize| (x + 2 * p).checked_sub(3).map(|r| r / 2 + 1);
-                (h, w) = match (out(h), out(w)) {
-                    (Some(a), Some(b)) => (a, b),
-                    _ => return Err(too_small(h, w, format!("pool after conv{}", n + 1))),
-                };
+                (h, w) = shrink(h, w, 3, p, 2)
+                    .ok_or_else(|| too_small(h, w, format!("pool after conv{}", n + 1)))?;
                 features.push(Feature::Pool(PoolConfig::new(3).stride(2).padding(p)));
                 i += 1;
             }

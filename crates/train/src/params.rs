@@ -190,8 +190,10 @@ impl ParamCounter {
 
     /// Every name asked for with its shape, sorted by name.
     pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let map = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Number of trainable scalar parameters (buffers excluded, as [`ParamStore::num_params`]).
@@ -201,6 +203,11 @@ impl ParamCounter {
             .filter(|(n, _)| !is_buffer(n))
             .map(|(_, s)| s.iter().product::<usize>())
             .sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<usize>>> {
+        // As for ParamStore: a poisoned lock leaves the map intact.
+        self.shapes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -213,8 +220,7 @@ impl SimpleBackend for ParamCounter {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let mut map = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(name.to_string(), shape.dims().to_vec());
+        self.lock().insert(name.to_string(), shape.dims().to_vec());
         Tensor::zeros((), dtype, dev)?.broadcast_as(shape)
     }
 
@@ -223,7 +229,6 @@ impl SimpleBackend for ParamCounter {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        let map = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
-        map.contains_key(name)
+        self.lock().contains_key(name)
     }
 }
