@@ -35,7 +35,7 @@ enum Command {
         model: String,
         /// Input shape as C,H,W (default 1,28,28, the shape of forja's datasets).
         #[arg(long, value_parser = parse_shape)]
-        input: Option<Vec<usize>>,
+        input: Option<[usize; 3]>,
         /// Number of classes (default 10).
         #[arg(long)]
         classes: Option<usize>,
@@ -306,24 +306,25 @@ fn eval(run_dir: PathBuf) -> forja_train::Result<()> {
     Ok(())
 }
 
-fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
+/// `C,H,W` as one value (an array, not a `Vec`, which clap would read as a list of values).
+fn parse_shape(s: &str) -> Result<[usize; 3], String> {
     let dims: Vec<usize> = s
         .split(',')
         .map(|d| d.trim().parse().map_err(|_| format!("`{s}` is not C,H,W")))
         .collect::<Result<_, _>>()?;
-    if dims.len() != 3 || dims.contains(&0) {
-        return Err(format!("`{s}` is not C,H,W with positive sizes"));
+    match dims[..] {
+        [c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+        _ => Err(format!("`{s}` is not C,H,W with positive sizes")),
     }
-    Ok(dims)
 }
 
 fn summary(
     model: &str,
-    input: Option<Vec<usize>>,
+    input: Option<[usize; 3]>,
     classes: Option<usize>,
 ) -> forja_train::Result<()> {
     // Every dataset forja has so far holds 1x28x28 images of 10 classes.
-    let input = input.unwrap_or_else(|| vec![1, 28, 28]);
+    let input = input.unwrap_or([1, 28, 28]);
     let s = forja_train::summarize(model, &input, classes.unwrap_or(10))?;
     println!("{s}");
     Ok(())
@@ -354,5 +355,26 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_reads_the_input_shape_as_one_value() {
+        let cli =
+            Cli::try_parse_from(["cargo xtask", "summary", "vgg11", "--input", "3,32,32"]).unwrap();
+        match cli.command {
+            Command::Summary { input, .. } => assert_eq!(input, Some([3, 32, 32])),
+            _ => panic!("not the summary command"),
+        }
+        assert!(
+            Cli::try_parse_from(["cargo xtask", "summary", "vgg11", "--input", "3,32"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["cargo xtask", "summary", "vgg11", "--input", "0,32,32"]).is_err()
+        );
     }
 }
