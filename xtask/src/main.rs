@@ -25,8 +25,12 @@ struct Cli {
 enum Command {
     /// List the registered models (name, family, summary, default dataset).
     List,
-    /// List the known datasets and whether their files were found.
-    Datasets,
+    /// List the known datasets: shape, classes, source, and whether their files were found.
+    Datasets {
+        /// Also look for file datasets in this directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Train a model; creates runs/<model>-<timestamp>/ (or continues one with --resume).
     Train(Box<TrainArgs>),
     /// Print a model's layer table (parameters per layer, tensor shapes) and its total.
@@ -135,6 +139,15 @@ struct Hyper {
     /// Use only the first N test samples.
     #[arg(long)]
     limit_test: Option<usize>,
+    /// Augmentation: mirror training images left-right at random.
+    #[arg(long)]
+    flip: bool,
+    /// Augmentation: pad training images by N pixels and crop back at random (translate by up to N).
+    #[arg(long, value_name = "N")]
+    crop: Option<usize>,
+    /// Augmentation: rotate training images by a random angle in [-D, D] degrees.
+    #[arg(long, value_name = "D")]
+    rotate: Option<f32>,
 }
 
 impl Hyper {
@@ -156,6 +169,9 @@ impl Hyper {
             ("--patience", self.patience.is_some()),
             ("--limit-train", self.limit_train.is_some()),
             ("--limit-test", self.limit_test.is_some()),
+            ("--flip", self.flip),
+            ("--crop", self.crop.is_some()),
+            ("--rotate", self.rotate.is_some()),
         ];
         flags
             .into_iter()
@@ -201,6 +217,9 @@ impl Hyper {
         cfg.patience = self.patience.or(cfg.patience);
         cfg.limit_train = self.limit_train.or(cfg.limit_train);
         cfg.limit_test = self.limit_test.or(cfg.limit_test);
+        cfg.augment.flip |= self.flip;
+        cfg.augment.crop_padding = self.crop.unwrap_or(cfg.augment.crop_padding);
+        cfg.augment.rotate_degrees = self.rotate.unwrap_or(cfg.augment.rotate_degrees);
     }
 }
 
@@ -221,24 +240,41 @@ fn list() {
     }
 }
 
-fn datasets() {
-    println!("{:14}  {:40}  SUMMARY", "NAME", "FILES");
-    for d in catalog::DATASETS {
-        let files = if d.name == "synth-digits" {
-            "embedded".to_string()
+fn datasets(data_dir: Option<PathBuf>) {
+    let entries = catalog::entries();
+    let w = entries
+        .iter()
+        .map(|e| e.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:w$}  {:9}  {:7}  {:44}  SUMMARY",
+        "NAME", "SHAPE", "CLASSES", "SOURCE"
+    );
+    for e in entries {
+        let shape = if e.shape.is_empty() {
+            "any".to_string()
         } else {
-            match catalog::default_dirs(d.name)
-                .into_iter()
-                .find(|dir| forja_data::idx::find_file(dir, "t10k-labels-idx1-ubyte").is_some())
-            {
-                Some(dir) => format!("found in {}", dir.display()),
-                None => match d.debian_package {
-                    Some(p) => format!("missing (apt-get install {p})"),
-                    None => "missing (pass --data-dir)".into(),
-                },
-            }
+            e.shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
         };
-        println!("{:14}  {:40}  {}", d.name, files, d.summary);
+        let classes = e.classes.map_or("any".to_string(), |c| c.to_string());
+        let source = match e.source {
+            catalog::Source::Embedded => "embedded (generated)".to_string(),
+            catalog::Source::Hub { repo } => format!("Hugging Face Hub {repo}, cached"),
+            catalog::Source::Files { .. } => match e.locate(data_dir.as_deref()) {
+                Some(dir) => format!("found in {}", dir.display()),
+                None => "files not found".to_string(),
+            },
+        };
+        println!(
+            "{:w$}  {shape:9}  {classes:7}  {source:44}  {}",
+            e.name, e.summary
+        );
     }
 }
 
@@ -337,8 +373,8 @@ fn main() -> ExitCode {
             list();
             Ok(())
         }
-        Command::Datasets => {
-            datasets();
+        Command::Datasets { data_dir } => {
+            datasets(data_dir);
             Ok(())
         }
         Command::Train(args) => train(*args),
@@ -376,5 +412,36 @@ mod tests {
         assert!(
             Cli::try_parse_from(["cargo xtask", "summary", "vgg11", "--input", "0,32,32"]).is_err()
         );
+    }
+
+    #[test]
+    fn augmentation_flags_reach_the_run_config() {
+        let cli = Cli::try_parse_from([
+            "cargo xtask",
+            "train",
+            "resnet20",
+            "--flip",
+            "--crop",
+            "4",
+            "--rotate",
+            "15",
+        ])
+        .unwrap();
+        let Command::Train(args) = cli.command else {
+            panic!("not the train command");
+        };
+        assert_eq!(args.hyper.given(), ["--flip", "--crop", "--rotate"]);
+        let mut cfg = RunConfig::new("resnet20", "synth-digits");
+        args.hyper.apply(&mut cfg);
+        assert_eq!(
+            cfg.augment,
+            forja_train::Augment {
+                flip: true,
+                crop_padding: 4,
+                rotate_degrees: 15.0
+            }
+        );
+        assert!(cfg.augment.transform().is_some());
+        assert!(RunConfig::new("m", "d").augment.transform().is_none());
     }
 }

@@ -2,13 +2,13 @@
 //!
 //! `cargo run -p forja-data --example synth_digits_grid -- digits.png`
 
-use forja_data::{catalog, Split};
+use forja_data::{synth_digits, Split};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "synth-digits.png".into());
-    let train = catalog::open("synth-digits", Split::Train, None)?;
+    let train = synth_digits::generate(Split::Train, 100, synth_digits::SEED)?;
     let side = forja_data::synth_digits::SIZE;
     let mut grid = image::GrayImage::new(10 * side as u32, 10 * side as u32);
     for row in 0..10 {

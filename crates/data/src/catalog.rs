@@ -1,8 +1,12 @@
 //! Datasets by name, as the command line and the model registry refer to them.
+//!
+//! Every dataset registers a [`DatasetEntry`] with `inventory::submit!` in the file that
+//! implements it, so adding a dataset touches one file; [`entries`] lists them all.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::{idx, synth_digits, DataError, ImageSet, Result};
+use crate::{DataError, Dataset, Result};
 
 /// Which part of a dataset: the one to fit, or the held-out one to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -11,47 +15,57 @@ pub enum Split {
     Test = 1,
 }
 
-/// One entry of the catalog.
+/// Where a dataset's samples come from.
 #[derive(Debug, Clone, Copy)]
-pub struct DatasetInfo {
-    pub name: &'static str,
-    pub summary: &'static str,
-    /// Debian package that installs the files, if there is one.
-    pub debian_package: Option<&'static str>,
+pub enum Source {
+    /// Generated in memory: always available, nothing to download.
+    Embedded,
+    /// Read from files; `found(dir)` tells whether `dir` holds them, `hint` how to get them.
+    Files {
+        found: fn(&Path) -> bool,
+        hint: &'static str,
+    },
+    /// Downloaded from this Hugging Face Hub dataset repository and cached (feature `hub`).
+    Hub { repo: &'static str },
 }
 
-/// Every dataset `open` knows.
-pub const DATASETS: &[DatasetInfo] = &[
-    DatasetInfo {
-        name: "synth-digits",
-        summary:
-            "procedural 28x28 handwritten-style digits, 12k train / 2k test, embedded (no files)",
-        debian_package: None,
-    },
-    DatasetInfo {
-        name: "fashion-mnist",
-        summary: "Zalando's 28x28 clothing images, 10 classes, 60k train / 10k test (IDX)",
-        debian_package: Some("dataset-fashion-mnist"),
-    },
-    DatasetInfo {
-        name: "mnist",
-        summary: "LeCun's 28x28 handwritten digits, 60k train / 10k test (IDX)",
-        debian_package: None,
-    },
-    DatasetInfo {
-        name: "kmnist",
-        summary: "Kuzushiji-MNIST, 28x28 cursive Japanese, 10 classes (IDX)",
-        debian_package: None,
-    },
-];
+/// Opens one split of a dataset; file datasets get the directory holding their files.
+pub type OpenFn = fn(Split, Option<&Path>) -> Result<Arc<dyn Dataset>>;
 
-/// Sizes of the embedded `synth-digits` splits.
-pub const SYNTH_DIGITS_TRAIN: usize = 12_000;
-pub const SYNTH_DIGITS_TEST: usize = 2_000;
-/// `synth-digits` is one fixed dataset, whatever the training seed.
-const SYNTH_DIGITS_SEED: u64 = 0x5EED_D161;
+/// One registered dataset.
+pub struct DatasetEntry {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Shape of one input; empty where it depends on the files.
+    pub shape: &'static [usize],
+    /// Number of classes, `None` where it depends on the files.
+    pub classes: Option<usize>,
+    pub source: Source,
+    pub open: OpenFn,
+}
 
-/// Directories searched for dataset `name` when no directory is given.
+inventory::collect!(DatasetEntry);
+
+/// Every registered dataset, sorted by name.
+pub fn entries() -> Vec<&'static DatasetEntry> {
+    let mut all: Vec<_> = inventory::iter::<DatasetEntry>.into_iter().collect();
+    all.sort_by_key(|e| e.name);
+    all
+}
+
+/// The entry called `name`.
+pub fn find(name: &str) -> Result<&'static DatasetEntry> {
+    inventory::iter::<DatasetEntry>
+        .into_iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| DataError::UnknownDataset {
+            name: name.to_string(),
+            known: entries().iter().map(|e| e.name.to_string()).collect(),
+        })
+}
+
+/// Directories searched for dataset `name` when no directory is given: `$FORJA_DATA/<name>`,
+/// `/usr/share/datasets/<name>` (where Debian's dataset packages install) and `data/<name>`.
 pub fn default_dirs(name: &str) -> Vec<PathBuf> {
     let mut dirs = vec![
         PathBuf::from("/usr/share/datasets").join(name),
@@ -63,45 +77,42 @@ pub fn default_dirs(name: &str) -> Vec<PathBuf> {
     dirs
 }
 
-/// Opens `split` of dataset `name`; IDX datasets are read from `dir` or, without one, from
-/// the first of [`default_dirs`] that holds them.
-pub fn open(name: &str, split: Split, dir: Option<&Path>) -> Result<ImageSet> {
-    let info =
-        DATASETS
-            .iter()
-            .find(|d| d.name == name)
-            .ok_or_else(|| DataError::UnknownDataset {
-                name: name.to_string(),
-                known: DATASETS.iter().map(|d| d.name.to_string()).collect(),
-            })?;
-    if info.name == "synth-digits" {
-        let n = match split {
-            Split::Train => SYNTH_DIGITS_TRAIN,
-            Split::Test => SYNTH_DIGITS_TEST,
+impl DatasetEntry {
+    /// The directory holding a file dataset: `dir` if it has the files, else the first default
+    /// directory that has them. `None` for other sources or when the files are nowhere.
+    pub fn locate(&self, dir: Option<&Path>) -> Option<PathBuf> {
+        let Source::Files { found, .. } = self.source else {
+            return None;
         };
-        return synth_digits::generate(split, n, SYNTH_DIGITS_SEED);
+        let dirs = dir.map_or_else(|| default_dirs(self.name), |d| vec![d.to_path_buf()]);
+        dirs.into_iter().find(|d| found(d))
     }
-    let prefix = match split {
-        Split::Train => "train",
-        Split::Test => "t10k",
-    };
-    let images = format!("{prefix}-images-idx3-ubyte");
-    let labels = format!("{prefix}-labels-idx1-ubyte");
-    let dirs = dir.map_or_else(|| default_dirs(name), |d| vec![d.to_path_buf()]);
-    let found = dirs
-        .iter()
-        .find_map(|d| Some((idx::find_file(d, &images)?, idx::find_file(d, &labels)?)));
-    let Some((images, labels)) = found else {
-        let get = match info.debian_package {
-            Some(pkg) => format!("Install them with `apt-get install {pkg}`, or pass --data-dir DIR."),
-            None => format!("Download the four IDX files of {name} (gzipped or not) into one of these directories, or pass --data-dir DIR."),
-        };
-        return Err(DataError::NotFound {
-            dataset: name.to_string(),
-            file: format!("{images}[.gz] and {labels}[.gz]"),
-            looked_in: dirs,
-            hint: get,
-        });
-    };
-    idx::read_image_set(&images, &labels, 10)
+
+    /// Opens `split`, finding file datasets in `dir` or the default directories.
+    pub fn open_split(&self, split: Split, dir: Option<&Path>) -> Result<Arc<dyn Dataset>> {
+        match self.source {
+            Source::Files { hint, .. } => {
+                let found = self.locate(dir).ok_or_else(|| DataError::NotFound {
+                    dataset: self.name.to_string(),
+                    looked_in: dir
+                        .map_or_else(|| default_dirs(self.name), |d| vec![d.to_path_buf()]),
+                    hint: hint.to_string(),
+                })?;
+                (self.open)(split, Some(&found))
+            }
+            Source::Embedded | Source::Hub { .. } => (self.open)(split, dir),
+        }
+    }
+}
+
+/// Opens `split` of dataset `name` (see [`DatasetEntry::open_split`]).
+pub fn open(name: &str, split: Split, dir: Option<&Path>) -> Result<Arc<dyn Dataset>> {
+    find(name)?.open_split(split, dir)
+}
+
+/// The directory the catalog passes to a file dataset's `open`.
+pub fn need_dir(dir: Option<&Path>) -> Result<&Path> {
+    dir.ok_or_else(|| {
+        DataError::Invalid("this dataset is read from files: give its directory".into())
+    })
 }

@@ -37,6 +37,20 @@ pub enum DataError {
         expected: &'static str,
         dims: Vec<usize>,
     },
+    #[error("{path}: {len} bytes is not a whole, non-zero number of {record}-byte records")]
+    BadRecords {
+        path: PathBuf,
+        len: usize,
+        record: usize,
+    },
+    #[error("cannot get {file} of Hub dataset {repo}: {msg}")]
+    Hub {
+        repo: String,
+        file: String,
+        msg: String,
+    },
+    #[error("{path}: {msg}")]
+    BadFile { path: PathBuf, msg: String },
     #[error("{images} holds {n_images} images but {labels} holds {n_labels} labels")]
     CountMismatch {
         images: PathBuf,
@@ -51,10 +65,9 @@ pub enum DataError {
         label: u32,
         classes: usize,
     },
-    #[error("dataset `{dataset}` not found: looked for {file} in {}. {hint}", looked_in.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("dataset `{dataset}` not found: its files are not in {}. {hint}", looked_in.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     NotFound {
         dataset: String,
-        file: String,
         looked_in: Vec<PathBuf>,
         hint: String,
     },

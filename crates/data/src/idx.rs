@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
-use crate::{DataError, ImageSet, Result};
+use std::sync::Arc;
+
+use crate::catalog::{need_dir, DatasetEntry, Source};
+use crate::{DataError, ImageSet, Result, Split};
 
 /// The element type code for unsigned bytes, the only one the MNIST family uses.
 const UBYTE: u8 = 0x08;
@@ -121,6 +124,16 @@ pub fn write_idx(path: &Path, dims: &[usize], data: &[u8]) -> Result<()> {
 
 /// Reads an image file `[n, h, w]` and a label file `[n]` into an [`ImageSet`] of `classes` classes.
 pub fn read_image_set(images: &Path, labels: &Path, classes: usize) -> Result<ImageSet> {
+    read_images_labels(images, labels, classes, false)
+}
+
+/// [`read_image_set`], transposing every image when `transposed` (EMNIST stores them so).
+fn read_images_labels(
+    images: &Path,
+    labels: &Path,
+    classes: usize,
+    transposed: bool,
+) -> Result<ImageSet> {
     let img = read_idx(images)?;
     let lab = read_idx(labels)?;
     let &[n, h, w] = img.dims.as_slice() else {
@@ -159,7 +172,16 @@ pub fn read_image_set(images: &Path, labels: &Path, classes: usize) -> Result<Im
         });
     }
     let labels = lab.data.into_iter().map(u32::from).collect();
-    ImageSet::new(img.data, labels, [1, h, w], classes)
+    let pixels = if transposed {
+        img.data
+            .chunks_exact(h * w)
+            .flat_map(|m| (0..h * w).map(move |p| m[(p % h) * w + p / h]))
+            .collect()
+    } else {
+        img.data
+    };
+    let (h, w) = if transposed { (w, h) } else { (h, w) };
+    ImageSet::new(pixels, labels, [1, h, w], classes)
 }
 
 /// Finds `stem` or `stem.gz` in `dir`.
@@ -168,3 +190,106 @@ pub fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
         .into_iter()
         .find(|p| p.is_file())
 }
+
+/// The file names and class count of one IDX dataset: `<prefix>-images-idx3-ubyte[.gz]` and
+/// `<prefix>-labels-idx1-ubyte[.gz]` for the train and test prefixes.
+#[derive(Debug, Clone, Copy)]
+pub struct IdxLayout {
+    pub train: &'static str,
+    pub test: &'static str,
+    pub classes: usize,
+    /// Images stored column-major (EMNIST).
+    pub transposed: bool,
+}
+
+impl IdxLayout {
+    /// The image and label files of `split` in `dir`, if both are there.
+    pub fn files(&self, dir: &Path, split: Split) -> Option<(PathBuf, PathBuf)> {
+        let prefix = match split {
+            Split::Train => self.train,
+            Split::Test => self.test,
+        };
+        Some((
+            find_file(dir, &format!("{prefix}-images-idx3-ubyte"))?,
+            find_file(dir, &format!("{prefix}-labels-idx1-ubyte"))?,
+        ))
+    }
+
+    /// Whether `dir` holds both splits.
+    pub fn found(&self, dir: &Path) -> bool {
+        self.files(dir, Split::Train).is_some() && self.files(dir, Split::Test).is_some()
+    }
+
+    pub fn read(&self, dir: &Path, split: Split) -> Result<ImageSet> {
+        let (images, labels) = self.files(dir, split).ok_or_else(|| DataError::NotFound {
+            dataset: format!("IDX files `{}` / `{}`", self.train, self.test),
+            looked_in: vec![dir.to_path_buf()],
+            hint: "Give the directory holding the four IDX files (gzipped or not).".into(),
+        })?;
+        read_images_labels(&images, &labels, self.classes, self.transposed)
+    }
+}
+
+/// The file names of MNIST, Fashion-MNIST and KMNIST.
+pub const MNIST_LAYOUT: IdxLayout = IdxLayout {
+    train: "train",
+    test: "t10k",
+    classes: 10,
+    transposed: false,
+};
+
+macro_rules! idx_dataset {
+    ($name:literal, $summary:literal, $layout:expr, $hint:literal) => {
+        inventory::submit! {
+            DatasetEntry {
+                name: $name,
+                summary: $summary,
+                shape: &[1, 28, 28],
+                classes: Some($layout.classes),
+                source: Source::Files { found: |dir| $layout.found(dir), hint: $hint },
+                open: |split, dir| Ok(Arc::new($layout.read(need_dir(dir)?, split)?)),
+            }
+        }
+    };
+}
+
+idx_dataset!(
+    "fashion-mnist",
+    "Zalando's clothing images, 60k train / 10k test",
+    MNIST_LAYOUT,
+    "Install them with `apt-get install dataset-fashion-mnist`, or pass --data-dir DIR."
+);
+idx_dataset!(
+    "mnist",
+    "LeCun's handwritten digits, 60k train / 10k test",
+    MNIST_LAYOUT,
+    "Put the four MNIST IDX files (gzipped or not) in data/mnist, or pass --data-dir DIR."
+);
+idx_dataset!(
+    "kmnist",
+    "Kuzushiji-MNIST, cursive Japanese characters, 60k / 10k",
+    MNIST_LAYOUT,
+    "Put the four KMNIST IDX files (gzipped or not) in data/kmnist, or pass --data-dir DIR."
+);
+idx_dataset!(
+    "emnist-balanced",
+    "EMNIST Balanced: digits and letters, 47 classes, 112k / 19k",
+    IdxLayout {
+        train: "emnist-balanced-train",
+        test: "emnist-balanced-test",
+        classes: 47,
+        transposed: true,
+    },
+    "Put emnist-balanced-{train,test}-{images-idx3,labels-idx1}-ubyte[.gz] in data/emnist-balanced, or pass --data-dir DIR."
+);
+idx_dataset!(
+    "emnist-digits",
+    "EMNIST Digits, 240k / 40k",
+    IdxLayout {
+        train: "emnist-digits-train",
+        test: "emnist-digits-test",
+        classes: 10,
+        transposed: true,
+    },
+    "Put emnist-digits-{train,test}-{images-idx3,labels-idx1}-ubyte[.gz] in data/emnist-digits, or pass --data-dir DIR."
+);

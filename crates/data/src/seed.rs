@@ -23,3 +23,10 @@ pub fn derive(seed: u64, path: &[u64]) -> u64 {
 pub fn rng(seed: u64, path: &[u64]) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(derive(seed, path))
 }
+
+/// A standard normal draw (Box-Muller), so the generators need no distribution crate.
+pub fn normal(rng: &mut impl rand::Rng) -> f64 {
+    let u: f64 = 1.0 - rng.gen::<f64>(); // (0, 1]: the log stays finite
+    let v: f64 = rng.gen();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}

@@ -9,7 +9,45 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use std::sync::Arc;
+
+use crate::catalog::{DatasetEntry, Source};
 use crate::{seed, ImageSet, Result, Split};
+
+/// Sizes of the registered splits.
+pub const TRAIN_LEN: usize = 12_000;
+pub const TEST_LEN: usize = 2_000;
+/// The registered datasets are fixed, whatever the training seed.
+pub const SEED: u64 = 0x5EED_D161;
+
+fn split_len(split: Split) -> usize {
+    match split {
+        Split::Train => TRAIN_LEN,
+        Split::Test => TEST_LEN,
+    }
+}
+
+inventory::submit! {
+    DatasetEntry {
+        name: "synth-digits",
+        summary: "procedural handwritten-style digits, 12k train / 2k test",
+        shape: &[1, SIZE, SIZE],
+        classes: Some(10),
+        source: Source::Embedded,
+        open: |split, _| Ok(Arc::new(generate(split, split_len(split), SEED)?)),
+    }
+}
+
+inventory::submit! {
+    DatasetEntry {
+        name: "synth-digits-rgb",
+        summary: "synth-digits in colour on 32x32, random ink and background, 12k / 2k",
+        shape: &[3, RGB_SIZE, RGB_SIZE],
+        classes: Some(10),
+        source: Source::Embedded,
+        open: |split, _| Ok(Arc::new(generate_rgb(split, split_len(split), SEED)?)),
+    }
+}
 
 /// Side of the square image in pixels.
 pub const SIZE: usize = 28;
@@ -191,4 +229,49 @@ pub fn generate(split: Split, n: usize, seed: u64) -> Result<ImageSet> {
         render(labels[i], &mut rng, out);
     }
     ImageSet::new(pixels, labels, [1, SIZE, SIZE], 10)
+}
+
+/// Side of the colour variant's images.
+pub const RGB_SIZE: usize = 32;
+
+/// Generates `n` colour samples `[3, 32, 32]` of `split`: the grey digit of [`generate`] (same
+/// seed, split and index give the same glyph) placed at a random offset in a 32x32 frame and
+/// painted with a random ink and background colour of clearly different brightness.
+pub fn generate_rgb(split: Split, n: usize, seed: u64) -> Result<ImageSet> {
+    let grey = generate(split, n, seed)?;
+    let plane = RGB_SIZE * RGB_SIZE;
+    let mut pixels = vec![0u8; n * 3 * plane];
+    for (i, out) in pixels.chunks_exact_mut(3 * plane).enumerate() {
+        let mut rng = seed::rng(seed, &[split as u64, i as u64, 3]);
+        let (bg, fg) = colours(&mut rng);
+        let (oy, ox) = (rng.gen_range(0..=4), rng.gen_range(0..=4));
+        let glyph = grey.image_bytes(i);
+        for y in 0..RGB_SIZE {
+            for x in 0..RGB_SIZE {
+                let g = match (y.checked_sub(oy), x.checked_sub(ox)) {
+                    (Some(gy), Some(gx)) if gy < SIZE && gx < SIZE => {
+                        glyph[gy * SIZE + gx] as f32 / 255.0
+                    }
+                    _ => 0.0,
+                };
+                for c in 0..3 {
+                    let v = bg[c] + (fg[c] - bg[c]) * g + rng.gen_range(-0.03f32..0.03);
+                    out[c * plane + y * RGB_SIZE + x] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                }
+            }
+        }
+    }
+    ImageSet::new(pixels, grey.labels().to_vec(), [3, RGB_SIZE, RGB_SIZE], 10)
+}
+
+/// A background and an ink colour whose luminances differ by at least 0.35.
+fn colours(rng: &mut ChaCha8Rng) -> ([f32; 3], [f32; 3]) {
+    let luma = |c: &[f32; 3]| 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
+    loop {
+        let bg: [f32; 3] = std::array::from_fn(|_| rng.gen_range(0.0..1.0));
+        let fg: [f32; 3] = std::array::from_fn(|_| rng.gen_range(0.0..1.0));
+        if (luma(&bg) - luma(&fg)).abs() >= 0.35 {
+            return (bg, fg);
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! `.ci/run` installs the package, and under CI a missing copy fails the test instead of
 //! skipping it.
 
-use forja_data::{catalog, Dataset, Split};
+use forja_data::{catalog, idx, Dataset, Split};
 
 #[test]
 fn debian_fashion_mnist_reads_as_60k_train_and_10k_test_balanced_images() {
@@ -18,8 +18,11 @@ fn debian_fashion_mnist_reads_as_60k_train_and_10k_test_balanced_images() {
         );
         return;
     }
-    let train = catalog::open("fashion-mnist", Split::Train, None).unwrap();
-    let test = catalog::open("fashion-mnist", Split::Test, None).unwrap();
+    let train = idx::MNIST_LAYOUT.read(dir, Split::Train).unwrap();
+    let test = idx::MNIST_LAYOUT.read(dir, Split::Test).unwrap();
+    // The catalog finds the same files in the default place.
+    let found = catalog::open("fashion-mnist", Split::Test, None).unwrap();
+    assert_eq!(found.len(), 10_000);
     assert_eq!((train.len(), test.len()), (60_000, 10_000));
     assert_eq!(train.item_shape(), vec![1, 28, 28]);
     for (set, per_class) in [(&train, 6_000), (&test, 1_000)] {
@@ -28,6 +31,6 @@ fn debian_fashion_mnist_reads_as_60k_train_and_10k_test_balanced_images() {
         assert_eq!(counts, [per_class; 10]);
     }
     // Pixels span the full byte range after scaling to [0, 1].
-    let (x, _) = train.get(0).unwrap();
+    let x = train.get(0).unwrap().input;
     assert!(x.iter().all(|v| (0.0..=1.0).contains(v)) && x.iter().any(|&v| v == 1.0 || v > 0.9));
 }

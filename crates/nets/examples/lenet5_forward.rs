@@ -4,7 +4,7 @@
 //! `cargo run --release -p forja-nets --example lenet5_forward -- [runs/lenet5-.../model.safetensors]`
 
 use candle_core::{DType, Device, Module, D};
-use forja_data::{catalog, Dataset, Split};
+use forja_data::{catalog, Split};
 use forja_nets::LeNet5;
 use forja_train::ParamStore;
 

@@ -9,6 +9,11 @@ pub enum NetError {
     },
     #[error("{model} needs a labelled dataset with class indices")]
     NeedsClasses { model: &'static str },
+    #[error("{model} predicts one class per image, but the dataset's targets have shape {target_shape:?} (per-pixel masks?); pick a classification dataset")]
+    NeedsImageLabels {
+        model: &'static str,
+        target_shape: Vec<usize>,
+    },
     #[error(transparent)]
     Layer(#[from] forja_layers::LayerError),
     #[error(transparent)]

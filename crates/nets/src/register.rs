@@ -19,6 +19,13 @@ pub(crate) fn classifier(
     make: impl FnOnce(VarBuilder, &[usize], usize) -> Result<Box<dyn ModuleT>>,
 ) -> forja_train::Result<Box<dyn Task>> {
     let classes = data.num_classes.ok_or(NetError::NeedsClasses { model })?;
+    if !data.target_shape.is_empty() {
+        return Err(NetError::NeedsImageLabels {
+            model,
+            target_shape: data.target_shape.clone(),
+        }
+        .into());
+    }
     let task = Classifier::new(cfg, device, |vb| Ok(make(vb, &data.item_shape, classes)?))?;
     Ok(Box::new(task))
 }

@@ -123,6 +123,7 @@ fn every_registered_resnet_and_vgg_small_trains_one_step_through_the_registry() 
     let dev = Device::Cpu;
     let data = DataSpec {
         item_shape: vec![1, 28, 28],
+        target_shape: vec![],
         num_classes: Some(10),
     };
     let batch = Batch {
@@ -253,4 +254,19 @@ fn summary_tabulates_layers_and_totals_like_torchvision() {
     let text = vgg.to_string();
     assert!(text.contains("total trainable parameters:"), "{text}");
     assert!(forja_train::summarize("nosuch", &[1, 28, 28], 10).is_err());
+}
+
+#[test]
+fn a_classifier_on_per_pixel_targets_is_refused_with_a_clear_error() {
+    let data = DataSpec {
+        item_shape: vec![1, 32, 32],
+        target_shape: vec![2, 32, 32],
+        num_classes: Some(3),
+    };
+    let entry = registry::find("lenet5").unwrap();
+    let cfg = RunConfig::new("lenet5", "synth-cells");
+    let Err(err) = (entry.build)(&cfg, &data, &Device::Cpu) else {
+        panic!("lenet5 accepted segmentation targets");
+    };
+    assert!(err.to_string().contains("per-pixel"), "{err}");
 }

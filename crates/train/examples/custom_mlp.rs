@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(Box::new(net) as Box<dyn ModuleT>)
     })?;
     let run_dir = std::env::temp_dir().join("forja-custom-mlp");
-    let summary = Trainer::new(cfg, &run_dir, &device)?.fit(&mut task, &train, &test, None)?;
+    let summary = Trainer::new(cfg, &run_dir, &device)?.fit(&mut task, train, test, None)?;
     println!(
         "test accuracy {:.2}% — run files in {}",
         summary.metrics["accuracy"] * 100.0,

@@ -1,4 +1,7 @@
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use forja_data::transform::{Compose, Flip, RandomCrop, RandomRotation, Transform};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +30,41 @@ pub struct RunConfig {
     pub limit_test: Option<usize>,
     /// Write a `metrics.jsonl` line every N training steps.
     pub log_every: usize,
+    /// Random augmentation of the training images (none by default).
+    #[serde(default)]
+    pub augment: Augment,
+}
+
+/// Training-set augmentation, drawn per sample and epoch from the run's seed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Augment {
+    /// Mirror left-right with probability 1/2.
+    pub flip: bool,
+    /// Pad by N zero pixels and crop back at a random offset (translation by up to N).
+    pub crop_padding: usize,
+    /// Rotate by a random angle in [-D, D] degrees.
+    pub rotate_degrees: f32,
+}
+
+impl Augment {
+    /// The transform pipeline, `None` when nothing is enabled.
+    pub fn transform(&self) -> Option<Arc<dyn Transform>> {
+        let mut steps: Vec<Box<dyn Transform>> = Vec::new();
+        if self.flip {
+            steps.push(Box::new(Flip::horizontal(0.5)));
+        }
+        if self.crop_padding > 0 {
+            steps.push(Box::new(RandomCrop {
+                padding: self.crop_padding,
+            }));
+        }
+        if self.rotate_degrees > 0.0 {
+            steps.push(Box::new(RandomRotation {
+                degrees: self.rotate_degrees,
+            }));
+        }
+        (!steps.is_empty()).then(|| Arc::new(Compose(steps)) as Arc<dyn Transform>)
+    }
 }
 
 impl RunConfig {
@@ -47,6 +85,7 @@ impl RunConfig {
             limit_train: None,
             limit_test: None,
             log_every: 10,
+            augment: Augment::default(),
         }
     }
 
@@ -60,6 +99,9 @@ impl RunConfig {
         }
         if self.log_every == 0 {
             return bad("log_every must be at least 1");
+        }
+        if !(0.0..=180.0).contains(&self.augment.rotate_degrees) {
+            return bad("rotation must be between 0 and 180 degrees");
         }
         if matches!(self.clip_norm, Some(c) if c.is_nan() || c <= 0.0) {
             return bad("clip norm must be positive");

@@ -22,7 +22,7 @@ mod trainer;
 
 pub use checkpoint::CheckpointMeta;
 pub use classify::Classifier;
-pub use config::RunConfig;
+pub use config::{Augment, RunConfig};
 pub use error::{Result, TrainError};
 pub use optim::{clip_grad_norm, Optimizer, OptimizerConfig, OptimizerKind};
 pub use params::{is_buffer, ParamCounter, ParamStore};

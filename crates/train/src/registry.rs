@@ -10,6 +10,8 @@ use crate::{Result, RunConfig, Task, TrainError};
 pub struct DataSpec {
     /// Shape of one input, e.g. `[1, 28, 28]`.
     pub item_shape: Vec<usize>,
+    /// Shape of one target: `[]` for a class index, `[K, H, W]` for segmentation masks.
+    pub target_shape: Vec<usize>,
     pub num_classes: Option<usize>,
 }
 

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use forja_data::{catalog, Dataset, ImageSet, Loader, Split};
+use std::sync::Arc;
+
+use forja_data::{catalog, Dataset, Loader, Split, Subset};
 
 use crate::checkpoint;
 use crate::error::io_at;
@@ -13,23 +15,27 @@ use crate::trainer::{BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT};
 use crate::{Metrics, Result, RunConfig, Summary, Task, TrainError, Trainer};
 
 /// The train and test splits of the run's dataset, shortened to the configured limits.
-pub fn open_data(cfg: &RunConfig) -> Result<(ImageSet, ImageSet)> {
+pub fn open_data(cfg: &RunConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
     let dir = cfg.data_dir.as_deref();
-    let mut train = catalog::open(&cfg.dataset, Split::Train, dir)?;
-    let mut test = catalog::open(&cfg.dataset, Split::Test, dir)?;
-    if let Some(n) = cfg.limit_train {
-        train = train.truncated(n);
-    }
-    if let Some(n) = cfg.limit_test {
-        test = test.truncated(n);
-    }
-    Ok((train, test))
+    let entry = catalog::find(&cfg.dataset)?;
+    let open = |split, limit: Option<usize>| -> Result<Arc<dyn Dataset>> {
+        let data = entry.open_split(split, dir)?;
+        Ok(match limit {
+            Some(n) if n < data.len() => Arc::new(Subset::new(data, (0..n).collect())?),
+            _ => data,
+        })
+    };
+    Ok((
+        open(Split::Train, cfg.limit_train)?,
+        open(Split::Test, cfg.limit_test)?,
+    ))
 }
 
 fn build(cfg: &RunConfig, data: &dyn Dataset, device: &Device) -> Result<Box<dyn Task>> {
     let entry = registry::find(&cfg.model)?;
     let spec = DataSpec {
         item_shape: data.item_shape(),
+        target_shape: data.target_shape(),
         num_classes: data.num_classes(),
     };
     (entry.build)(cfg, &spec, device)
@@ -88,10 +94,10 @@ fn utc_stamp(secs: u64) -> String {
 pub fn train(cfg: RunConfig, run_dir: &Path, device: &Device, progress: bool) -> Result<Summary> {
     cfg.validate()?;
     let (train, test) = open_data(&cfg)?;
-    let mut task = build(&cfg, &train, device)?;
+    let mut task = build(&cfg, train.as_ref(), device)?;
     Trainer::new(cfg, run_dir, device)?
         .progress(progress)
-        .fit(task.as_mut(), &train, &test, None)
+        .fit(task.as_mut(), train, test, None)
 }
 
 /// The configuration a run was started with.
@@ -123,11 +129,11 @@ pub fn resume(
     }
     let (tensors, meta) = checkpoint::load(&run_dir.join(LAST_CHECKPOINT), device)?;
     let (train, test) = open_data(&cfg)?;
-    let mut task = build(&cfg, &train, device)?;
+    let mut task = build(&cfg, train.as_ref(), device)?;
     Trainer::new(cfg, run_dir, device)?.progress(progress).fit(
         task.as_mut(),
-        &train,
-        &test,
+        train,
+        test,
         Some((tensors, meta)),
     )
 }
@@ -147,9 +153,9 @@ pub fn evaluate(run_dir: &Path, device: &Device) -> Result<(RunConfig, PathBuf, 
         })?;
     let (tensors, _) = checkpoint::load(&path, device)?;
     let (train, test) = open_data(&cfg)?;
-    let mut task = build(&cfg, &train, device)?;
+    let mut task = build(&cfg, train.as_ref(), device)?;
     task.load_state(&tensors)?;
-    let loader = Loader::new(&test, cfg.batch_size, device)?;
+    let loader = Loader::new(test, cfg.batch_size, device)?;
     let metrics = task.evaluate(&mut loader.epoch(0))?;
     Ok((cfg, path, metrics))
 }

@@ -35,6 +35,7 @@ pub fn summarize(name: &str, input: &[usize], classes: usize) -> Result<ModelSum
     (entry.configure)(&mut cfg);
     let data = DataSpec {
         item_shape: input.to_vec(),
+        target_shape: vec![],
         num_classes: Some(classes),
     };
     let task = (entry.build)(&cfg, &data, &Device::Cpu)?;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -65,8 +66,8 @@ impl Trainer {
     pub fn fit(
         &self,
         task: &mut dyn Task,
-        train: &dyn Dataset,
-        test: &dyn Dataset,
+        train: Arc<dyn Dataset>,
+        test: Arc<dyn Dataset>,
         resume: Option<(HashMap<String, Tensor>, CheckpointMeta)>,
     ) -> Result<Summary> {
         let cfg = &self.cfg;
@@ -111,7 +112,11 @@ impl Trainer {
             .open(&metrics_path)
             .map_err(io_at(&metrics_path))?;
 
-        let loader = Loader::new(train, cfg.batch_size, &self.device)?.shuffle(cfg.seed);
+        let (train_len, test_len) = (train.len(), test.len());
+        let mut loader = Loader::new(train, cfg.batch_size, &self.device)?.shuffle(cfg.seed);
+        if let Some(transform) = cfg.augment.transform() {
+            loader = loader.transform(transform, cfg.seed);
+        }
         let test_loader = Loader::new(test, cfg.batch_size, &self.device)?;
         let steps_per_epoch = loader.num_batches();
         let total_steps = steps_per_epoch * cfg.epochs;
@@ -124,8 +129,8 @@ impl Trainer {
                 cfg.model,
                 task.num_params(),
                 cfg.dataset,
-                train.len(),
-                test.len(),
+                train_len,
+                test_len,
                 cfg.epochs,
                 steps_per_epoch
             );

@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use candle_nn::{linear, Module, ModuleT, VarBuilder};
@@ -23,11 +24,22 @@ fn mlp(cfg: &RunConfig) -> Classifier {
     .unwrap()
 }
 
+fn digits(split: Split, n: usize, seed: u64) -> Arc<dyn forja_data::Dataset> {
+    Arc::new(synth_digits::generate(split, n, seed).unwrap())
+}
+
+/// A short run; its training images are flipped and shifted at random, so resuming must also
+/// repeat the augmentation.
 fn config(epochs: usize) -> RunConfig {
     RunConfig {
         epochs,
         batch_size: 32,
         log_every: 3,
+        augment: forja_train::Augment {
+            flip: true,
+            crop_padding: 2,
+            rotate_degrees: 0.0,
+        },
         ..RunConfig::new("mlp", "synth-digits")
     }
 }
@@ -37,13 +49,16 @@ fn fit(
     cfg: RunConfig,
     dir: &Path,
     task: &mut dyn Task,
-    train: &dyn forja_data::Dataset,
-    test: &dyn forja_data::Dataset,
+    train: &Arc<dyn forja_data::Dataset>,
+    test: &Arc<dyn forja_data::Dataset>,
     resume: Option<(HashMap<String, Tensor>, CheckpointMeta)>,
 ) -> forja_train::Result<forja_train::Summary> {
-    Trainer::new(cfg, dir, &Device::Cpu)?
-        .progress(false)
-        .fit(task, train, test, resume)
+    Trainer::new(cfg, dir, &Device::Cpu)?.progress(false).fit(
+        task,
+        train.clone(),
+        test.clone(),
+        resume,
+    )
 }
 
 fn weights(task: &dyn Task) -> Vec<(String, Vec<f32>)> {
@@ -54,9 +69,9 @@ fn weights(task: &dyn Task) -> Vec<(String, Vec<f32>)> {
 }
 
 #[test]
-fn resumed_run_matches_an_uninterrupted_run_bitwise() {
-    let train = synth_digits::generate(Split::Train, 320, 5).unwrap();
-    let test = synth_digits::generate(Split::Test, 100, 5).unwrap();
+fn resumed_run_matches_an_uninterrupted_run_bitwise_augmentation_included() {
+    let train = digits(Split::Train, 320, 5);
+    let test = digits(Split::Test, 100, 5);
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
 
     let mut a = mlp(&config(3));
@@ -111,8 +126,8 @@ fn resumed_run_matches_an_uninterrupted_run_bitwise() {
 
 #[test]
 fn training_writes_config_metrics_checkpoints_weights_and_curves() {
-    let train = synth_digits::generate(Split::Train, 200, 6).unwrap();
-    let test = synth_digits::generate(Split::Test, 50, 6).unwrap();
+    let train = digits(Split::Train, 200, 6);
+    let test = digits(Split::Test, 50, 6);
     let dir = tempfile::tempdir().unwrap();
     let mut task = mlp(&config(2));
     let summary = fit(config(2), dir.path(), &mut task, &train, &test, None).unwrap();
@@ -208,7 +223,7 @@ fn scripted(loss_at: fn(usize) -> f64, scores: Vec<f64>) -> Scripted {
 
 #[test]
 fn non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
-    let data = synth_digits::generate(Split::Train, 64, 0).unwrap(); // 2 steps per epoch
+    let data = digits(Split::Train, 64, 0); // 2 steps per epoch
     let dir = tempfile::tempdir().unwrap();
     let mut task = scripted(
         |step| if step == 3 { f64::NAN } else { 1.0 },
@@ -245,7 +260,7 @@ fn non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn early_stopping_waits_patience_epochs_after_the_best() {
-    let data = synth_digits::generate(Split::Train, 32, 0).unwrap();
+    let data = digits(Split::Train, 32, 0);
     let dir = tempfile::tempdir().unwrap();
     let mut task = scripted(|_| 1.0, vec![0.5, 0.7, 0.6, 0.7, 0.65, 0.9, 0.95]);
     let cfg = RunConfig {
