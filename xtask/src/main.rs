@@ -33,7 +33,7 @@ enum Command {
     },
     /// Train a model; creates runs/<model>-<timestamp>/ (or continues one with --resume).
     Train(Box<TrainArgs>),
-    /// Print a model's layer table (parameters per layer, tensor shapes) and its total.
+    /// Print a model's layer table (parameters and tensor shapes per layer), the output shape of each stage, and the total.
     Summary {
         /// Model name (see `cargo xtask list`).
         model: String,

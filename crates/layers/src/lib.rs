@@ -36,6 +36,7 @@ pub mod init;
 pub mod norm;
 pub mod pad;
 pub mod pool;
+pub mod trace;
 pub mod upsample;
 pub mod weight_norm;
 mod window;

@@ -17,6 +17,8 @@ use forja_layers::{
     PoolConfig,
 };
 
+use forja_layers::trace::record;
+
 use crate::{NetError, Result};
 
 /// One convolution of the feature extractor and what follows its ReLU.
@@ -192,17 +194,31 @@ impl AlexNet {
 impl ModuleT for AlexNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
+        let (mut convs, mut lrns, mut pools) = (0, 0, 0);
         for f in &self.features {
             x = match f {
-                Feature::Conv(c) => c.forward(&x)?.relu()?,
-                Feature::Lrn(l) => l.forward(&x)?,
-                Feature::Pool(p) => max_pool2d(&x, p)?,
+                Feature::Conv(c) => {
+                    convs += 1;
+                    record(&format!("conv{convs}"), c.forward(&x)?.relu()?)
+                }
+                Feature::Lrn(l) => {
+                    lrns += 1;
+                    record(&format!("lrn{lrns}"), l.forward(&x)?)
+                }
+                Feature::Pool(p) => {
+                    pools += 1;
+                    record(&format!("pool{pools}"), max_pool2d(&x, p)?)
+                }
             };
         }
-        let mut x = adaptive_avg_pool2d(&x, [self.pool_side; 2])?.flatten_from(1)?;
-        for (fc, drop) in self.fcs.iter().zip(&self.dropout) {
-            x = fc.forward(&drop.forward_t(&x, train)?)?.relu()?;
+        let mut x =
+            record("avgpool", adaptive_avg_pool2d(&x, [self.pool_side; 2])?).flatten_from(1)?;
+        for (k, (fc, drop)) in self.fcs.iter().zip(&self.dropout).enumerate() {
+            x = record(
+                &format!("fc{}", k + 1),
+                fc.forward(&drop.forward_t(&x, train)?)?.relu()?,
+            );
         }
-        self.fcs[2].forward(&x)
+        Ok(record("fc3", self.fcs[2].forward(&x)?))
     }
 }

@@ -3,6 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
+use forja_layers::trace::record;
 use forja_train::{DataSpec, ModelEntry, RunConfig, Task};
 
 use crate::{NetError, Result};
@@ -51,12 +52,13 @@ impl LeNet5 {
 
 impl Module for LeNet5 {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let x = self.conv1.forward(x)?.relu()?.max_pool2d(2)?;
-        let x = self.conv2.forward(&x)?.relu()?.max_pool2d(2)?;
-        let x = x.flatten_from(1)?;
-        let x = self.fc1.forward(&x)?.relu()?;
-        let x = self.fc2.forward(&x)?.relu()?;
-        self.fc3.forward(&x)
+        let x = record("conv1", self.conv1.forward(x)?.relu()?);
+        let x = record("pool1", x.max_pool2d(2)?);
+        let x = record("conv2", self.conv2.forward(&x)?.relu()?);
+        let x = record("pool2", x.max_pool2d(2)?).flatten_from(1)?;
+        let x = record("fc1", self.fc1.forward(&x)?.relu()?);
+        let x = record("fc2", self.fc2.forward(&x)?.relu()?);
+        Ok(record("fc3", self.fc3.forward(&x)?))
     }
 }
 

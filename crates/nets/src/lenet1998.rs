@@ -12,6 +12,7 @@
 
 use candle_core::{Device, Module, ModuleT, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
+use forja_layers::trace::record;
 use forja_layers::{Activation, Conv2d, ConvConfig, Subsampling};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -108,19 +109,24 @@ impl ModuleT for LeNet5_1998 {
         let x = x
             .pad_with_zeros(2, self.pad, self.pad)?
             .pad_with_zeros(3, self.pad, self.pad)?;
-        let x = squash.forward(&self.s2.forward(&self.c1.forward(&x)?)?)?;
+        let x = record("c1", self.c1.forward(&x)?);
+        let x = record("s2", squash.forward(&self.s2.forward(&x)?)?);
         let maps = self
             .c3
             .iter()
             .map(|(idx, conv)| conv.forward(&x.index_select(idx, 1)?))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let x = squash.forward(&self.s4.forward(&Tensor::cat(&maps, 1)?)?)?;
-        let x = squash.forward(&self.c5.forward(&x)?.flatten_from(1)?)?;
-        let x = squash.forward(&self.f6.forward(&x)?)?;
+        let x = record("c3", Tensor::cat(&maps, 1)?);
+        let x = record("s4", squash.forward(&self.s4.forward(&x)?)?);
+        let x = record(
+            "c5",
+            squash.forward(&self.c5.forward(&x)?.flatten_from(1)?)?,
+        );
+        let x = record("f6", squash.forward(&self.f6.forward(&x)?)?);
         // Squared distances to the code vectors; the closest class gets the largest logit.
         let diff = x
             .unsqueeze(1)?
             .broadcast_sub(&self.codes.to_dtype(x.dtype())?.unsqueeze(0)?)?;
-        diff.sqr()?.sum(2)?.neg()
+        Ok(record("rbf", diff.sqr()?.sum(2)?.neg()?))
     }
 }

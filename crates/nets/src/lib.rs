@@ -1,4 +1,4 @@
-//! Classic image networks for forja — LeNet-5, AlexNet, ZFNet, VGG, ResNet — built from `forja-layers`. Each
+//! Classic image networks for forja — LeNet-5, AlexNet, ZFNet, VGG, GoogLeNet, ResNet — built from `forja-layers`. Each
 //! model registers itself with the trainer's registry, so `cargo xtask train <name>` finds it.
 //!
 //! ```
@@ -17,6 +17,7 @@
 pub mod alexnet;
 mod blocks;
 mod error;
+pub mod googlenet;
 mod lenet;
 pub mod lenet1998;
 mod register;
@@ -26,6 +27,7 @@ pub mod vgg;
 pub use alexnet::{AlexNet, AlexNetConfig, ConvSpec};
 pub use blocks::ConvBn;
 pub use error::{NetError, Result};
+pub use googlenet::{GoogLeNet, GoogLeNetConfig, InceptionSpec};
 pub use lenet::LeNet5;
 pub use lenet1998::LeNet5_1998;
 pub use resnet::{BlockKind, ResNet, ResNetConfig, Stem};

@@ -5,6 +5,7 @@ use candle_nn::{ModuleT, VarBuilder};
 use forja_train::{Classifier, DataSpec, ModelEntry, OptimizerKind, RunConfig, Schedule, Task};
 
 use crate::alexnet::{AlexNet, AlexNetConfig};
+use crate::googlenet::{GoogLeNet, GoogLeNetConfig};
 use crate::lenet1998::LeNet5_1998;
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::vgg::{Vgg, VggConfig, VggHead, VGG11, VGG13, VGG16, VGG19};
@@ -260,6 +261,27 @@ alexnet!(
     "zfnet-small",
     AlexNetConfig::zfnet().small(),
     "ZFNet for 28x28/32x32: 5x5/1 stem, 2x2 pool, fc 1024-1024"
+);
+
+macro_rules! googlenet {
+    ($name:literal, $arch:expr, $recipe:path, $summary:literal) => {
+        register!(
+            $name,
+            "googlenet",
+            $summary,
+            $recipe,
+            |vb, shape, classes, cfg| GoogLeNet::new(&$arch, vb, shape, classes, cfg.seed)
+        );
+    };
+}
+
+googlenet!("googlenet", GoogLeNetConfig::paper(), vgg_recipe, "GoogLeNet 2014 as published: Inception v1, LRN stem, 5x5 branches, two auxiliary classifiers (loss weight 0.3), dropout 0.4");
+googlenet!("googlenet-tv", GoogLeNetConfig::torchvision(), resnet_recipe, "torchvision's GoogLeNet: batch norm, 3x3 third branch, aux heads (13,004,888 params at 224x224/1000; 6,624,904 without aux)");
+googlenet!(
+    "googlenet-small",
+    GoogLeNetConfig::torchvision().small(),
+    resnet_recipe,
+    "GoogLeNet (BN) for 28x28/32x32: 3x3/1 stem to 192 channels, no aux heads"
 );
 
 fn lenet_recipe(cfg: &mut RunConfig) {

@@ -10,6 +10,8 @@ use candle_nn::{linear, Linear, Module, VarBuilder};
 use forja_layers::{global_avg_pool2d, max_pool2d, PoolConfig};
 
 use crate::blocks::ConvBn;
+use forja_layers::trace::record;
+
 use crate::{NetError, Result};
 
 /// Residual block type.
@@ -215,15 +217,20 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut x = self.stem.forward_t(x, train)?.relu()?;
+        let mut x = record("conv1", self.stem.forward_t(x, train)?.relu()?);
         if self.max_pool {
-            x = max_pool2d(&x, &PoolConfig::new(3).stride(2).padding(1))?;
+            x = record(
+                "maxpool",
+                max_pool2d(&x, &PoolConfig::new(3).stride(2).padding(1))?,
+            );
         }
-        for stage in &self.stages {
+        for (s, stage) in self.stages.iter().enumerate() {
             for block in stage {
                 x = block.forward_t(&x, train)?;
             }
+            x = record(&format!("layer{}", s + 1), x);
         }
-        self.fc.forward(&global_avg_pool2d(&x)?)
+        let x = record("avgpool", global_avg_pool2d(&x)?);
+        Ok(record("fc", self.fc.forward(&x)?))
     }
 }

@@ -14,6 +14,8 @@ use forja_layers::{
     PoolConfig,
 };
 
+use forja_layers::trace::record;
+
 use crate::{NetError, Result};
 
 /// One entry of a VGG configuration: a 3x3 conv with that many channels, or a 2x2 max-pool.
@@ -143,28 +145,39 @@ impl ModuleT for Vgg {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let pool = PoolConfig::new(2).ceil_mode(true);
         let mut x = x.clone();
+        let (mut convs, mut pools) = (0, 0);
         for f in &self.features {
             x = match f {
                 Feature::Conv(conv, bn) => {
+                    convs += 1;
                     let y = conv.forward(&x)?;
-                    match bn {
+                    let y = match bn {
                         Some(bn) => bn.forward_t(&y, train)?,
                         None => y,
-                    }
-                    .relu()?
+                    };
+                    record(&format!("conv{convs}"), y.relu()?)
                 }
-                Feature::Pool => max_pool2d(&x, &pool)?,
+                Feature::Pool => {
+                    pools += 1;
+                    record(&format!("pool{pools}"), max_pool2d(&x, &pool)?)
+                }
             };
         }
         match self.head {
             VggHead::ImageNet => {
-                let mut x = adaptive_avg_pool2d(&x, [7, 7])?.flatten_from(1)?;
-                for (fc, drop) in self.fcs.iter().zip(&self.dropout) {
-                    x = drop.forward_t(&fc.forward(&x)?.relu()?, train)?;
+                let mut x = record("avgpool", adaptive_avg_pool2d(&x, [7, 7])?).flatten_from(1)?;
+                for (k, (fc, drop)) in self.fcs.iter().zip(&self.dropout).enumerate() {
+                    x = record(
+                        &format!("fc{}", k + 1),
+                        drop.forward_t(&fc.forward(&x)?.relu()?, train)?,
+                    );
                 }
-                self.fcs[2].forward(&x)
+                Ok(record("fc3", self.fcs[2].forward(&x)?))
             }
-            VggHead::Small => self.fcs[0].forward(&x.mean((2, 3))?),
+            VggHead::Small => {
+                let x = record("avgpool", x.mean((2, 3))?);
+                Ok(record("fc", self.fcs[0].forward(&x)?))
+            }
         }
     }
 }

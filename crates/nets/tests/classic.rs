@@ -246,6 +246,20 @@ fn summary_tabulates_layers_and_totals_like_torchvision() {
     assert_eq!(s.rows.first().unwrap().layer, "bn1");
     let conv1 = s.rows.iter().find(|r| r.layer == "conv1").unwrap();
     assert_eq!(conv1.params, 64 * 3 * 7 * 7);
+    let out = |stage: &str| {
+        s.outputs
+            .iter()
+            .find(|(n, _)| n == stage)
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert_eq!(out("conv1"), [1, 64, 112, 112]);
+    assert_eq!(out("maxpool"), [1, 64, 56, 56]);
+    assert_eq!(out("layer4"), [1, 512, 7, 7]);
+    assert_eq!(out("fc"), [1, 1000]);
+    let stages: Vec<&str> = s.outputs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(stages.len(), 8, "{stages:?}");
     // Natural order of indices: features.4 comes before features.11.
     let vgg = forja_train::summarize("vgg11_bn-small", &[1, 28, 28], 10).unwrap();
     let layers: Vec<&str> = vgg.rows.iter().map(|r| r.layer.as_str()).collect();
@@ -253,6 +267,11 @@ fn summary_tabulates_layers_and_totals_like_torchvision() {
     assert!(pos("features.4") < pos("features.11"), "{layers:?}");
     let text = vgg.to_string();
     assert!(text.contains("total trainable parameters:"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("conv8 ") && l.ends_with("[1, 512, 2, 2]")),
+        "{text}"
+    );
     assert!(forja_train::summarize("nosuch", &[1, 28, 28], 10).is_err());
 }
 

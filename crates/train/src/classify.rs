@@ -51,10 +51,30 @@ fn correct(logits: &Tensor, targets: &Tensor) -> Result<f64> {
         .to_scalar::<f64>()?)
 }
 
+/// Weight of each auxiliary head's loss (GoogLeNet's 0.3).
+pub const AUX_LOSS_WEIGHT: f64 = 0.3;
+
+/// The main logits and the training loss. A network with auxiliary classifiers returns
+/// `[heads, N, classes]` in training mode, main head first; each auxiliary head's
+/// cross-entropy is added with weight [`AUX_LOSS_WEIGHT`].
+fn logits_and_loss(out: &Tensor, targets: &Tensor) -> Result<(Tensor, Tensor)> {
+    if out.rank() != 3 {
+        let loss = candle_nn::loss::cross_entropy(out, targets)?;
+        return Ok((out.clone(), loss));
+    }
+    let main = out.get(0)?;
+    let mut loss = candle_nn::loss::cross_entropy(&main, targets)?;
+    for h in 1..out.dim(0)? {
+        let aux = candle_nn::loss::cross_entropy(&out.get(h)?, targets)?;
+        loss = (loss + (aux * AUX_LOSS_WEIGHT)?)?;
+    }
+    Ok((main, loss))
+}
+
 impl Task for Classifier {
     fn train_step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<Metrics> {
-        let logits = self.net.forward_t(&batch.inputs, true)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &batch.targets)?;
+        let out = self.net.forward_t(&batch.inputs, true)?;
+        let (logits, loss) = logits_and_loss(&out, &batch.targets)?;
         self.optimizer
             .backward_step(&loss, ctx.lr_factor, self.clip_norm)?;
         let n = batch.len() as f64;
@@ -115,5 +135,30 @@ impl Task for Classifier {
 
     fn num_params(&self) -> usize {
         self.params.num_params()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auxiliary_heads_add_their_weighted_cross_entropy_to_the_main_loss() {
+        let dev = Device::Cpu;
+        let heads = Tensor::randn(0f32, 1.0, (3, 4, 5), &dev).unwrap();
+        let targets = Tensor::new(&[0u32, 4, 2, 1], &dev).unwrap();
+        let ce = |h: usize| {
+            candle_nn::loss::cross_entropy(&heads.get(h).unwrap(), &targets)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        };
+        let (main, loss) = logits_and_loss(&heads, &targets).unwrap();
+        assert_eq!(main.dims(), &[4, 5]);
+        let expected = ce(0) + AUX_LOSS_WEIGHT * (ce(1) + ce(2));
+        let got = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+        let (_, plain) = logits_and_loss(&heads.get(0).unwrap(), &targets).unwrap();
+        assert!((plain.to_scalar::<f32>().unwrap() as f64 - ce(0)).abs() < 1e-6);
     }
 }

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use candle_core::Device;
+use candle_core::{DType, Device, Tensor};
+use forja_data::Batch;
 
 use crate::params::is_buffer;
 use crate::registry::{self, DataSpec};
@@ -25,10 +26,13 @@ pub struct ModelSummary {
     pub classes: usize,
     pub rows: Vec<LayerRow>,
     pub total: usize,
+    /// Output shape of each stage of the forward pass (batch of 1, evaluation mode), in order.
+    pub outputs: Vec<(String, Vec<usize>)>,
 }
 
-/// Builds the registered model `name` for `input` (`[C, H, W]`) and `classes` and tabulates
-/// its parameters by layer, in natural name order (`features.2` before `features.10`).
+/// Builds the registered model `name` for `input` (`[C, H, W]`) and `classes`, tabulates its
+/// parameters by layer, in natural name order (`features.2` before `features.10`), and records
+/// the output shape of every stage of one forward pass of a single zero image.
 pub fn summarize(name: &str, input: &[usize], classes: usize) -> Result<ModelSummary> {
     let entry = registry::find(name)?;
     let mut cfg = RunConfig::new(name, entry.default_dataset);
@@ -38,7 +42,14 @@ pub fn summarize(name: &str, input: &[usize], classes: usize) -> Result<ModelSum
         target_shape: vec![],
         num_classes: Some(classes),
     };
-    let task = (entry.build)(&cfg, &data, &Device::Cpu)?;
+    let mut task = (entry.build)(&cfg, &data, &Device::Cpu)?;
+    let probe = Batch {
+        inputs: Tensor::zeros([&[1], input].concat(), DType::F32, &Device::Cpu)?,
+        targets: Tensor::zeros(1, DType::U32, &Device::Cpu)?,
+    };
+    let (evaluated, outputs) =
+        forja_layers::trace::capture(|| task.evaluate(&mut std::iter::once(Ok(probe))));
+    evaluated?;
     let mut weights = task.weights();
     weights.sort_by_cached_key(|(n, _)| natural_key(n));
     let mut rows: Vec<LayerRow> = Vec::new();
@@ -63,6 +74,7 @@ pub fn summarize(name: &str, input: &[usize], classes: usize) -> Result<ModelSum
         classes,
         total: rows.iter().map(|r| r.params).sum(),
         rows,
+        outputs,
     })
 }
 
@@ -116,6 +128,19 @@ impl fmt::Display for ModelSummary {
                 thousands(r.params),
                 tensors.join(", ")
             )?;
+        }
+        if !self.outputs.is_empty() {
+            let w = self
+                .outputs
+                .iter()
+                .map(|(n, _)| n.len())
+                .max()
+                .unwrap_or(5)
+                .max(5);
+            writeln!(f, "\n{:w$}  OUTPUT SHAPE (batch of 1)", "STAGE")?;
+            for (name, shape) in &self.outputs {
+                writeln!(f, "{name:w$}  {shape:?}")?;
+            }
         }
         write!(f, "total trainable parameters: {}", thousands(self.total))
     }

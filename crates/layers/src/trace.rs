@@ -1,0 +1,55 @@
+//! Output shapes of named stages, recorded while [`capture`] runs: what `cargo xtask summary`
+//! prints beside the parameters. Networks call [`record`] after each stage of their forward
+//! pass; outside a capture it costs one thread-local check.
+
+use std::cell::RefCell;
+
+use candle_core::Tensor;
+
+/// Stage names with output shapes, in the order they ran.
+pub type Stages = Vec<(String, Vec<usize>)>;
+
+thread_local! {
+    static TRACE: RefCell<Option<Stages>> = const { RefCell::new(None) };
+}
+
+/// Notes `x`'s shape under `name` when a capture is running on this thread; returns `x`.
+pub fn record(name: &str, x: Tensor) -> Tensor {
+    TRACE.with(|t| {
+        if let Some(rows) = t.borrow_mut().as_mut() {
+            rows.push((name.to_string(), x.dims().to_vec()));
+        }
+    });
+    x
+}
+
+/// Runs `f` and returns what it returned with the stages recorded meanwhile, in order.
+pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Stages) {
+    let outer = TRACE.with(|t| t.borrow_mut().replace(Vec::new()));
+    let result = f();
+    let rows = TRACE.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer));
+    (result, rows.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_only_inside_a_capture_and_nests() {
+        let x = Tensor::zeros((2, 3), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        record("outside", x.clone());
+        let ((), rows) = capture(|| {
+            record("a", x.clone());
+            let ((), inner) = capture(|| {
+                record("b", x.clone());
+            });
+            assert_eq!(inner, vec![("b".to_string(), vec![2, 3])]);
+            record("c", x.clone());
+        });
+        assert_eq!(
+            rows,
+            vec![("a".into(), vec![2, 3]), ("c".into(), vec![2, 3])]
+        );
+    }
+}
