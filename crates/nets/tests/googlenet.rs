@@ -1,11 +1,10 @@
-//! GoogLeNet: torchvision's totals and names, the paper's layout, output shapes with and
-//! without auxiliary heads, and a training step of the small variant through the registry.
+//! GoogLeNet: torchvision's totals and names, the paper's layout, and output shapes with and
+//! without auxiliary heads (the registry's one-step test in `classic.rs` trains every variant).
 
 use candle_core::{DType, Device, ModuleT, Tensor};
-use forja_data::Batch;
 use forja_nets::googlenet::INCEPTIONS;
 use forja_nets::{GoogLeNet, GoogLeNetConfig};
-use forja_train::{registry, DataSpec, ParamCounter, ParamStore, RunConfig, StepCtx};
+use forja_train::{ParamCounter, ParamStore};
 
 fn count(
     cfg: &GoogLeNetConfig,
@@ -97,32 +96,4 @@ fn outputs_are_logits_in_eval_and_main_plus_two_aux_heads_in_training() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("googlenet-small"), "{err}");
-}
-
-#[test]
-fn googlenet_small_and_the_paper_net_with_aux_losses_train_a_step_through_the_registry() {
-    let dev = Device::Cpu;
-    let ctx = StepCtx {
-        epoch: 0,
-        step: 0,
-        lr_factor: 1.0,
-        seed: 0,
-    };
-    for (name, side) in [("googlenet-small", 28), ("googlenet", 64)] {
-        let data = DataSpec {
-            item_shape: vec![1, side, side],
-            target_shape: vec![],
-            num_classes: Some(10),
-        };
-        let batch = Batch {
-            inputs: Tensor::randn(0f32, 1.0, (2, 1, side, side), &dev).unwrap(),
-            targets: Tensor::new(&[3u32, 8], &dev).unwrap(),
-        };
-        let entry = registry::find(name).unwrap();
-        let mut cfg = RunConfig::new(name, "synth-digits");
-        (entry.configure)(&mut cfg);
-        let mut task = (entry.build)(&cfg, &data, &dev).unwrap();
-        let m = task.train_step(&batch, &ctx).unwrap();
-        assert!(m["loss"].is_finite() && m["loss"] > 0.0, "{name}: {m:?}");
-    }
 }

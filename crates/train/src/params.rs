@@ -30,12 +30,12 @@ fn normal(rng: &mut impl Rng) -> f64 {
 
 fn sample(init: Init, shape: &Shape, rng: &mut impl Rng) -> Vec<f64> {
     let n = shape.elem_count();
-    let uniform = |lo: f64, up: f64, rng: &mut dyn rand::RngCore| {
-        (0..n).map(|_| rng.gen_range(lo..up)).collect::<Vec<_>>()
-    };
+    fn uniform(n: usize, lo: f64, up: f64, rng: &mut impl Rng) -> Vec<f64> {
+        (0..n).map(|_| rng.gen_range(lo..up)).collect()
+    }
     match init {
         Init::Const(c) => vec![c; n],
-        Init::Uniform { lo, up } => uniform(lo, up, rng),
+        Init::Uniform { lo, up } => uniform(n, lo, up, rng),
         Init::Randn { mean, stdev } => (0..n).map(|_| mean + stdev * normal(rng)).collect(),
         Init::Kaiming {
             dist,
@@ -44,7 +44,7 @@ fn sample(init: Init, shape: &Shape, rng: &mut impl Rng) -> Vec<f64> {
         } => {
             let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
             match dist {
-                NormalOrUniform::Uniform => uniform(-3f64.sqrt() * std, 3f64.sqrt() * std, rng),
+                NormalOrUniform::Uniform => uniform(n, -3f64.sqrt() * std, 3f64.sqrt() * std, rng),
                 NormalOrUniform::Normal => (0..n).map(|_| std * normal(rng)).collect(),
             }
         }
