@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use forja_generative::flows::{
     log_abs_det, ActNorm, AutoregressiveFlow, Composite, Coupling, CouplingConfig, CouplingKind,
     Flow, FlowDensity, Inverted, LeakyRelu, LuLinear, MadeConfig, Permutation, Planar, Radial,
-    Sigmoid, Speed,
+    Residual, ResidualConfig, ResidualLogDet, Sigmoid, Speed,
 };
 use forja_train::ParamStore;
 use proptest::prelude::*;
@@ -256,4 +256,27 @@ fn bad_configurations_are_refused_with_clear_errors() {
     let flow = Permutation::reverse(3);
     let err = flow.forward(&tensor(&[1.0, 2.0], 2)).unwrap_err();
     assert!(err.to_string().contains("[N, 3]"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Exact log-det: equal to the brute-force Jacobian's; the power series converges to it.
+    #[test]
+    fn residual_blocks_invert_by_fixed_point_and_their_log_dets_match(
+        (d, z) in (1usize..5).prop_flat_map(|d| (Just(d), points(d, 3))), seed in any::<u64>(),
+    ) {
+        let store = ParamStore::new(seed);
+        let mut cfg = ResidualConfig::new(d, vec![8, 8]);
+        cfg.logdet = ResidualLogDet::Exact;
+        cfg.inverse_iterations = 200;
+        let exact = Residual::new(&cfg, vb(&store)).unwrap();
+        check(&exact, &z, d)?;
+        cfg.logdet = ResidualLogDet::PowerSeries { terms: 60 };
+        let series = Residual::new(&cfg, vb(&store)).unwrap();
+        let x = tensor(&z, d);
+        let (_, a) = exact.inverse(&x).unwrap();
+        let (_, b) = series.inverse(&x).unwrap();
+        close(&rows(&b), &rows(&a), 1e-6, "power series vs exact log-det")?;
+    }
 }

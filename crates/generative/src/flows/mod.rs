@@ -12,6 +12,7 @@ mod density;
 mod elementwise;
 mod linear;
 mod planar;
+mod residual;
 
 pub use autoregressive::{AutoregressiveFlow, Made, MadeConfig, Speed};
 pub use coupling::{Coupling, CouplingConfig, CouplingKind};
@@ -19,6 +20,7 @@ pub use density::FlowDensity;
 pub use elementwise::{ActNorm, LeakyRelu, Sigmoid};
 pub use linear::{log_abs_det, LuLinear, Permutation};
 pub use planar::{Planar, Radial};
+pub use residual::{Residual, ResidualConfig, ResidualLogDet};
 
 use candle_core::Tensor;
 
