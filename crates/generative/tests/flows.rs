@@ -5,8 +5,8 @@
 use candle_core::{DType, Device, Tensor};
 use forja_generative::flows::{
     log_abs_det, ActNorm, AutoregressiveFlow, Composite, Coupling, CouplingConfig, CouplingKind,
-    Flow, FlowDensity, Inverted, LeakyRelu, LuLinear, MadeConfig, Permutation, Planar, Radial,
-    Residual, ResidualConfig, ResidualLogDet, Sigmoid, Speed,
+    Flow, FlowDensity, InvConv1x1, Inverted, LeakyRelu, LuLinear, MadeConfig, Permutation, Planar,
+    Radial, Residual, ResidualConfig, ResidualLogDet, Sigmoid, Speed, Squeeze,
 };
 use forja_train::ParamStore;
 use proptest::prelude::*;
@@ -279,4 +279,70 @@ proptest! {
         let (_, b) = series.inverse(&x).unwrap();
         close(&rows(&b), &rows(&a), 1e-6, "power series vs exact log-det")?;
     }
+}
+
+/// An image flow seen as a vector flow on flattened images, so the vector checks apply: inputs
+/// of the generative direction have shape `input`, those of the normalizing one `output`.
+struct Flat<F> {
+    flow: F,
+    input: [usize; 3],
+    output: [usize; 3],
+}
+
+type FlowResult = forja_generative::Result<(Tensor, Tensor)>;
+
+fn through(v: &Tensor, [c, h, w]: [usize; 3], f: impl Fn(&Tensor) -> FlowResult) -> FlowResult {
+    let (y, ld) = f(&v.reshape((v.dim(0)?, c, h, w))?)?;
+    Ok((y.flatten_from(1)?, ld))
+}
+
+impl<F: Flow> Flow for Flat<F> {
+    fn forward(&self, z: &Tensor) -> FlowResult {
+        through(z, self.input, |t| self.flow.forward(t))
+    }
+
+    fn inverse(&self, x: &Tensor) -> FlowResult {
+        through(x, self.output, |t| self.flow.inverse(t))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn squeeze_and_invertible_1x1_convolution_invert_and_match_brute_force_log_dets(
+        c in 1usize..4, h2 in 1usize..3, w2 in 1usize..3, seed in any::<u64>(),
+        values in prop::collection::vec(-2.0f64..2.0, 2 * 3 * 4 * 4),
+    ) {
+        let (h, w) = (2 * h2, 2 * w2);
+        let d = c * h * w;
+        let z = &values[..2 * d];
+        let squeeze = Flat { flow: Squeeze, input: [c, h, w], output: [4 * c, h2, w2] };
+        check(&squeeze, z, d)?;
+        let store = ParamStore::new(seed);
+        let conv = InvConv1x1::new(c, seed, vb(&store)).unwrap();
+        check(&Flat { flow: conv, input: [c, h, w], output: [c, h, w] }, z, d)?;
+    }
+}
+
+#[test]
+fn squeeze_moves_each_2x2_block_into_four_channels() {
+    let x = Tensor::arange(0f64, 16.0, &Device::Cpu)
+        .unwrap()
+        .reshape((1, 1, 4, 4))
+        .unwrap();
+    let (y, _) = Squeeze.forward(&x).unwrap();
+    assert_eq!(y.dims(), &[1, 4, 2, 2]);
+    // Channel k holds offset (k / 2, k % 2) of every block.
+    assert_eq!(
+        rows(&y.get(0).unwrap().get(0).unwrap()),
+        vec![0.0, 2.0, 8.0, 10.0]
+    );
+    assert_eq!(
+        rows(&y.get(0).unwrap().get(3).unwrap()),
+        vec![5.0, 7.0, 13.0, 15.0]
+    );
+    assert!(Squeeze
+        .forward(&Tensor::zeros((1, 1, 3, 4), DType::F64, &Device::Cpu).unwrap())
+        .is_err());
 }

@@ -4,12 +4,13 @@
 //! generative direction `x = f(z)` and the normalizing direction `z = f⁻¹(x)`. Flows compose
 //! ([`Composite`]) with log-dets adding, and a [`FlowDensity`] turns a flow over a standard
 //! normal base into a density with exact `log_prob` and `sample`. Inputs are `[N, D]` for the
-//! vector flows.
+//! vector flows and `[N, C, H, W]` for [`InvConv1x1`] and [`Squeeze`].
 
 mod autoregressive;
 mod coupling;
 mod density;
 mod elementwise;
+mod image;
 mod linear;
 mod planar;
 mod residual;
@@ -18,6 +19,7 @@ pub use autoregressive::{AutoregressiveFlow, Made, MadeConfig, Speed};
 pub use coupling::{Coupling, CouplingConfig, CouplingKind};
 pub use density::FlowDensity;
 pub use elementwise::{ActNorm, LeakyRelu, Sigmoid};
+pub use image::{InvConv1x1, Squeeze};
 pub use linear::{log_abs_det, LuLinear, Permutation};
 pub use planar::{Planar, Radial};
 pub use residual::{Residual, ResidualConfig, ResidualLogDet};
