@@ -78,27 +78,33 @@ pub fn default_dirs(name: &str) -> Vec<PathBuf> {
 }
 
 impl DatasetEntry {
+    /// Where a file dataset is looked for: `dir` alone if given, else [`default_dirs`].
+    fn search_dirs(&self, dir: Option<&Path>) -> Vec<PathBuf> {
+        dir.map_or_else(|| default_dirs(self.name), |d| vec![d.to_path_buf()])
+    }
+
     /// The directory holding a file dataset: `dir` if it has the files, else the first default
     /// directory that has them. `None` for other sources or when the files are nowhere.
     pub fn locate(&self, dir: Option<&Path>) -> Option<PathBuf> {
         let Source::Files { found, .. } = self.source else {
             return None;
         };
-        let dirs = dir.map_or_else(|| default_dirs(self.name), |d| vec![d.to_path_buf()]);
-        dirs.into_iter().find(|d| found(d))
+        self.search_dirs(dir).into_iter().find(|d| found(d))
     }
 
     /// Opens `split`, finding file datasets in `dir` or the default directories.
     pub fn open_split(&self, split: Split, dir: Option<&Path>) -> Result<Arc<dyn Dataset>> {
         match self.source {
-            Source::Files { hint, .. } => {
-                let found = self.locate(dir).ok_or_else(|| DataError::NotFound {
-                    dataset: self.name.to_string(),
-                    looked_in: dir
-                        .map_or_else(|| default_dirs(self.name), |d| vec![d.to_path_buf()]),
-                    hint: hint.to_string(),
-                })?;
-                (self.open)(split, Some(&found))
+            Source::Files { found, hint } => {
+                let dirs = self.search_dirs(dir);
+                let Some(root) = dirs.iter().find(|d| found(d)) else {
+                    return Err(DataError::NotFound {
+                        dataset: self.name.to_string(),
+                        looked_in: dirs,
+                        hint: hint.to_string(),
+                    });
+                };
+                (self.open)(split, Some(root))
             }
             Source::Embedded | Source::Hub { .. } => (self.open)(split, dir),
         }

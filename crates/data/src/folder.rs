@@ -54,6 +54,18 @@ fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBu
     Ok(out)
 }
 
+/// The pixels of `img` as `[channels, height, width]` bytes: grey for 1 channel, else RGB
+/// planes (the `image` crate stores pixels interleaved).
+pub(crate) fn channel_first(img: &image::DynamicImage, channels: usize) -> Vec<u8> {
+    if channels == 1 {
+        return img.to_luma8().into_raw();
+    }
+    let rgb = img.to_rgb8().into_raw();
+    (0..3)
+        .flat_map(|c| rgb.iter().skip(c).step_by(3).copied())
+        .collect()
+}
+
 /// Decodes images one by one into a common shape.
 struct Decoder {
     options: FolderOptions,
@@ -107,16 +119,7 @@ impl Decoder {
             Some(_) => {}
             None => self.shape = Some((shape, path.to_path_buf())),
         }
-        let bytes = if channels == 1 {
-            img.to_luma8().into_raw()
-        } else {
-            // HWC -> CHW
-            let rgb = img.to_rgb8().into_raw();
-            (0..3)
-                .flat_map(|c| rgb.iter().skip(c).step_by(3).copied().collect::<Vec<_>>())
-                .collect()
-        };
-        Ok((bytes, shape))
+        Ok((channel_first(&img, channels), shape))
     }
 }
 

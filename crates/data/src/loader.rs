@@ -84,10 +84,6 @@ impl Loader {
         self
     }
 
-    pub fn dataset(&self) -> &Arc<dyn Dataset> {
-        &self.dataset
-    }
-
     pub fn num_batches(&self) -> usize {
         let n = self.dataset.len();
         if self.drop_last {

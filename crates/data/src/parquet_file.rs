@@ -83,14 +83,7 @@ pub fn read_parquet(path: &Path, shape: [usize; 3], classes: usize) -> Result<Im
                 ),
             ));
         }
-        if c == 1 {
-            pixels.extend(img.to_luma8().into_raw());
-        } else {
-            let rgb = img.to_rgb8().into_raw();
-            pixels.extend(
-                (0..3).flat_map(|k| rgb.iter().skip(k).step_by(3).copied().collect::<Vec<_>>()),
-            );
-        }
+        pixels.extend(crate::folder::channel_first(&img, c));
         labels.push(label as u32);
     }
     ImageSet::new(pixels, labels, shape, classes)

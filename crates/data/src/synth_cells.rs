@@ -98,10 +98,6 @@ impl SynthCells {
         })
     }
 
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
     /// Generates sample `index`.
     pub fn sample(&self, index: usize) -> Result<CellSample> {
         crate::check_index(index, self.len)?;

@@ -88,9 +88,11 @@ fn permute(
             .flat_map(|c| map.iter().map(|m| m.map_or(T::default(), |s| c[s])))
             .collect();
     }
+    if let Some(mask) = &mask {
+        check_mask(image, mask)?;
+    }
     gather(&mut image.data, &map);
     if let Some(mask) = mask {
-        check_mask(image, mask)?;
         gather(&mut mask.data, &map);
     }
     Ok(())
@@ -115,6 +117,24 @@ enum Border {
 
 /// Resamples image (bilinear) and mask (nearest) at real source coordinates, pixel centres at
 /// integers: output pixel `(y, x)` reads the input at `coords[y * w_out + x]`.
+/// The value at `(y, x)` of an `h` x `w` plane, or what `border` reads outside it.
+fn fetch<T: Copy + Default>(
+    plane: &[T],
+    [h, w]: [usize; 2],
+    y: isize,
+    x: isize,
+    border: Border,
+) -> T {
+    let inside = y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w;
+    match (inside, border) {
+        (true, _) => plane[y as usize * w + x as usize],
+        (false, Border::Zero) => T::default(),
+        (false, Border::Clamp) => {
+            plane[(y.clamp(0, h as isize - 1) as usize) * w + x.clamp(0, w as isize - 1) as usize]
+        }
+    }
+}
+
 fn resample(
     image: &mut Image,
     mask: Option<&mut Mask>,
@@ -124,50 +144,35 @@ fn resample(
 ) -> Result<()> {
     let [c, h, w] = image.shape;
     let [ho, wo] = out_hw;
-    let read = |plane: &[f32], y: isize, x: isize| -> f32 {
-        let inside = y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w;
-        match (inside, border) {
-            (true, _) => plane[y as usize * w + x as usize],
-            (false, Border::Zero) => 0.0,
-            (false, Border::Clamp) => {
-                plane[(y.clamp(0, h as isize - 1) as usize) * w
-                    + x.clamp(0, w as isize - 1) as usize]
-            }
-        }
-    };
+    if let Some(mask) = &mask {
+        check_mask(image, mask)?;
+    }
     let mut out = Vec::with_capacity(c * ho * wo);
     for plane in image.data.chunks_exact(h * w) {
+        let read = |y, x| fetch(plane, [h, w], y, x, border);
         out.extend(coords.iter().map(|&(sy, sx)| {
             let (y0, x0) = (sy.floor(), sx.floor());
             let (fy, fx) = (sy - y0, sx - x0);
             let (y0, x0) = (y0 as isize, x0 as isize);
-            let top = read(plane, y0, x0) * (1.0 - fx) + read(plane, y0, x0 + 1) * fx;
-            let bottom = read(plane, y0 + 1, x0) * (1.0 - fx) + read(plane, y0 + 1, x0 + 1) * fx;
+            let top = read(y0, x0) * (1.0 - fx) + read(y0, x0 + 1) * fx;
+            let bottom = read(y0 + 1, x0) * (1.0 - fx) + read(y0 + 1, x0 + 1) * fx;
             top * (1.0 - fy) + bottom * fy
         }));
     }
     image.data = out;
     image.shape = [c, ho, wo];
     if let Some(mask) = mask {
-        let [k, mh, mw] = mask.shape;
-        if [mh, mw] != [h, w] {
-            return Err(DataError::Invalid(format!(
-                "mask of shape {:?} does not match image of height {h} and width {w}",
-                mask.shape
-            )));
-        }
+        let k = mask.shape[0];
         let mut out = Vec::with_capacity(k * ho * wo);
         for plane in mask.data.chunks_exact(h * w) {
             out.extend(coords.iter().map(|&(sy, sx)| {
-                let (y, x) = (sy.round() as isize, sx.round() as isize);
-                if y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w {
-                    plane[y as usize * w + x as usize]
-                } else if border == Border::Clamp {
-                    plane[(y.clamp(0, h as isize - 1) as usize) * w
-                        + x.clamp(0, w as isize - 1) as usize]
-                } else {
-                    0
-                }
+                fetch(
+                    plane,
+                    [h, w],
+                    sy.round() as isize,
+                    sx.round() as isize,
+                    border,
+                )
             }));
         }
         mask.data = out;
