@@ -14,7 +14,8 @@ thread_local! {
 }
 
 /// Notes `x`'s shape under `name` when a capture is running on this thread; returns `x`.
-pub fn record(name: &str, x: Tensor) -> Tensor {
+/// The name is only formatted then, so `format_args!` names cost nothing in training.
+pub fn record(name: impl std::fmt::Display, x: Tensor) -> Tensor {
     TRACE.with(|t| {
         if let Some(rows) = t.borrow_mut().as_mut() {
             rows.push((name.to_string(), x.dims().to_vec()));

@@ -199,15 +199,15 @@ impl ModuleT for AlexNet {
             x = match f {
                 Feature::Conv(c) => {
                     convs += 1;
-                    record(&format!("conv{convs}"), c.forward(&x)?.relu()?)
+                    record(format_args!("conv{convs}"), c.forward(&x)?.relu()?)
                 }
                 Feature::Lrn(l) => {
                     lrns += 1;
-                    record(&format!("lrn{lrns}"), l.forward(&x)?)
+                    record(format_args!("lrn{lrns}"), l.forward(&x)?)
                 }
                 Feature::Pool(p) => {
                     pools += 1;
-                    record(&format!("pool{pools}"), max_pool2d(&x, p)?)
+                    record(format_args!("pool{pools}"), max_pool2d(&x, p)?)
                 }
             };
         }
@@ -215,7 +215,7 @@ impl ModuleT for AlexNet {
             record("avgpool", adaptive_avg_pool2d(&x, [self.pool_side; 2])?).flatten_from(1)?;
         for (k, (fc, drop)) in self.fcs.iter().zip(&self.dropout).enumerate() {
             x = record(
-                &format!("fc{}", k + 1),
+                format_args!("fc{}", k + 1),
                 fc.forward(&drop.forward_t(&x, train)?)?.relu()?,
             );
         }

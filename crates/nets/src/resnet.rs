@@ -228,7 +228,7 @@ impl ModuleT for ResNet {
             for block in stage {
                 x = block.forward_t(&x, train)?;
             }
-            x = record(&format!("layer{}", s + 1), x);
+            x = record(format_args!("layer{}", s + 1), x);
         }
         let x = record("avgpool", global_avg_pool2d(&x)?);
         Ok(record("fc", self.fc.forward(&x)?))

@@ -155,11 +155,11 @@ impl ModuleT for Vgg {
                         Some(bn) => bn.forward_t(&y, train)?,
                         None => y,
                     };
-                    record(&format!("conv{convs}"), y.relu()?)
+                    record(format_args!("conv{convs}"), y.relu()?)
                 }
                 Feature::Pool => {
                     pools += 1;
-                    record(&format!("pool{pools}"), max_pool2d(&x, &pool)?)
+                    record(format_args!("pool{pools}"), max_pool2d(&x, &pool)?)
                 }
             };
         }
@@ -168,7 +168,7 @@ impl ModuleT for Vgg {
                 let mut x = record("avgpool", adaptive_avg_pool2d(&x, [7, 7])?).flatten_from(1)?;
                 for (k, (fc, drop)) in self.fcs.iter().zip(&self.dropout).enumerate() {
                     x = record(
-                        &format!("fc{}", k + 1),
+                        format_args!("fc{}", k + 1),
                         drop.forward_t(&fc.forward(&x)?.relu()?, train)?,
                     );
                 }
