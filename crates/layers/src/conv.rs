@@ -71,22 +71,26 @@ impl ConvConfig {
     }
 
     fn validate(&self, op: &'static str, c_in: usize, c_out: usize) -> Result<()> {
-        if self.stride == 0 || self.dilation == 0 || self.groups == 0 {
-            return Err(LayerError::config(
-                op,
-                "stride, dilation and groups must be >= 1",
-            ));
-        }
-        check_groups(op, c_in, c_out, self.groups)
+        check_geometry(op, self.stride, self.dilation, self.groups, c_in, c_out)
     }
 }
 
-pub(crate) fn check_groups(
+/// The checks every convolution shares: positive stride, dilation and groups, and channel
+/// counts the groups divide.
+pub(crate) fn check_geometry(
     op: &'static str,
+    stride: usize,
+    dilation: usize,
+    groups: usize,
     c_in: usize,
     c_out: usize,
-    groups: usize,
 ) -> Result<()> {
+    if stride == 0 || dilation == 0 || groups == 0 {
+        return Err(LayerError::config(
+            op,
+            "stride, dilation and groups must be >= 1",
+        ));
+    }
     if c_in % groups != 0 || c_out % groups != 0 {
         return Err(LayerError::config(
             op,

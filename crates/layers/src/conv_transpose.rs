@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use crate::conv::{add_bias, check_groups, weighted_layer, WeightLayout};
+use crate::conv::{add_bias, check_geometry, weighted_layer, WeightLayout};
 use crate::error::{dims_of, LayerError, Result};
 use crate::init::Init;
 use crate::window::{conv_transpose2d_col2im, ConvGeometry};
@@ -72,12 +72,7 @@ impl ConvTransposeConfig {
     }
 
     fn validate(&self, op: &'static str, c_in: usize, c_out: usize) -> Result<()> {
-        if self.stride == 0 || self.dilation == 0 || self.groups == 0 {
-            return Err(LayerError::config(
-                op,
-                "stride, dilation and groups must be >= 1",
-            ));
-        }
+        check_geometry(op, self.stride, self.dilation, self.groups, c_in, c_out)?;
         if self.output_padding >= self.stride.max(self.dilation) {
             return Err(LayerError::config(
                 op,
@@ -87,7 +82,7 @@ impl ConvTransposeConfig {
                 ),
             ));
         }
-        check_groups(op, c_in, c_out, self.groups)
+        Ok(())
     }
 }
 
