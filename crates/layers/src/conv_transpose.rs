@@ -64,11 +64,15 @@ impl ConvTransposeConfig {
         Self { init, ..self }
     }
 
-    /// Output length along one axis of input length `n` and kernel `k`.
+    /// Output length along one axis of input length `n` and kernel `k`; `None` where there is
+    /// none (an empty input or kernel, or padding that removes everything).
     pub fn out_len(&self, n: usize, k: usize) -> Option<usize> {
-        ((n - 1) * self.stride + self.dilation * (k - 1) + self.output_padding + 1)
-            .checked_sub(2 * self.padding)
-            .filter(|&l| l > 0)
+        (n.checked_sub(1)? * self.stride
+            + self.dilation * k.checked_sub(1)?
+            + self.output_padding
+            + 1)
+        .checked_sub(2 * self.padding)
+        .filter(|&l| l > 0)
     }
 
     fn validate(&self, op: &'static str, c_in: usize, c_out: usize) -> Result<()> {
@@ -103,7 +107,7 @@ fn out_len(cfg: &ConvTransposeConfig, n: usize, k: usize, op: &'static str) -> R
         LayerError::config(
             op,
             format!(
-                "padding {} leaves no output for input length {n}",
+                "no output for input length {n}, kernel {k} and padding {}",
                 cfg.padding
             ),
         )

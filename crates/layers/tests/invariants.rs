@@ -543,4 +543,16 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
     assert!(
         msg(conv_transpose2d(&x, &randn(2, &[2, 2, 3, 3]), None, &t)).contains("output_padding")
     );
+    // An empty spatial axis or kernel: an error, not an arithmetic underflow.
+    let empty = Tensor::zeros((1, 2, 0, 4), DType::F64, &Device::Cpu).unwrap();
+    let plain = ConvTransposeConfig::default();
+    assert!(msg(conv_transpose2d(
+        &empty,
+        &randn(2, &[2, 2, 3, 3]),
+        None,
+        &plain
+    ))
+    .contains("no output"));
+    let flat_kernel = Tensor::zeros((2, 2, 0, 3), DType::F64, &Device::Cpu).unwrap();
+    assert!(msg(conv_transpose2d(&x, &flat_kernel, None, &plain)).contains("no output"));
 }
