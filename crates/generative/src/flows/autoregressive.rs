@@ -6,7 +6,7 @@
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
-use super::{dims2, Flow};
+use super::{dims2, indicator, Flow};
 use crate::{GenerativeError, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,15 +33,21 @@ impl Made {
         // Degrees: inputs 1..=D; hidden units cycle through 1..=D-1; outputs as their input.
         let mut prev: Vec<usize> = (1..=d).collect();
         let mut layers = Vec::new();
-        let mask = |rows: &[usize], cols: &[usize], strict: bool| -> Result<Tensor> {
-            let m: Vec<f64> = rows
-                .iter()
-                .flat_map(|&r| {
-                    cols.iter()
-                        .map(move |&c| f64::from(u8::from(if strict { r > c } else { r >= c })))
-                })
-                .collect();
-            Ok(Tensor::from_vec(m, (rows.len(), cols.len()), vb.device())?.to_dtype(vb.dtype())?)
+        // Unit r of a layer sees unit c of the one before when its degree is >= (hidden) or
+        // > (output) that unit's degree.
+        let mask = |rows: &[usize], cols: &[usize], strict: bool| {
+            indicator(
+                rows.len(),
+                cols.len(),
+                |r, c| {
+                    if strict {
+                        rows[r] > cols[c]
+                    } else {
+                        rows[r] >= cols[c]
+                    }
+                },
+                &vb,
+            )
         };
         for (k, &width) in cfg.hidden.iter().enumerate() {
             let deg: Vec<usize> = (0..width).map(|j| j % (d - 1).max(1) + 1).collect();

@@ -5,7 +5,7 @@
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
 
-use super::{dims2, Flow};
+use super::{dims2, indicator, Flow};
 use crate::{GenerativeError, Result};
 
 /// What the conditioner produces.
@@ -74,8 +74,7 @@ impl Coupling {
                 ),
             });
         }
-        let keep: Vec<f64> = cfg.mask.iter().map(|&m| f64::from(u8::from(m))).collect();
-        let keep = Tensor::from_vec(keep, (1, dim), vb.device())?.to_dtype(vb.dtype())?;
+        let keep = indicator(1, dim, |_, j| cfg.mask[j], &vb)?;
         let out = match cfg.kind {
             CouplingKind::Affine => 2 * dim,
             CouplingKind::Additive => dim,

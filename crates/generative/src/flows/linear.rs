@@ -4,7 +4,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rand::seq::SliceRandom;
 
-use super::{dims2, Flow};
+use super::{dims2, indicator, Flow};
 use crate::{GenerativeError, Result};
 
 /// Reorders the features: `x = z[:, perm]`; log-det 0. Placed between coupling or
@@ -65,6 +65,10 @@ impl Flow for Permutation {
 pub struct LuLinear {
     dim: usize,
     perm: Tensor,
+    /// Constant masks: strictly below and strictly above the diagonal, and the identity.
+    below: Tensor,
+    above: Tensor,
+    eye: Tensor,
     lower: Tensor,
     upper: Tensor,
     log_s: Tensor,
@@ -78,14 +82,12 @@ impl LuLinear {
             stdev: 0.05,
         };
         let p = Permutation::random(dim, seed);
-        let mut perm = vec![0f64; dim * dim];
-        for (i, &j) in p.perm.iter().enumerate() {
-            perm[i * dim + j as usize] = 1.0;
-        }
-        let dev = vb.device().clone();
         Ok(Self {
             dim,
-            perm: Tensor::from_vec(perm, (dim, dim), &dev)?.to_dtype(vb.dtype())?,
+            perm: indicator(dim, dim, |i, j| p.perm[i] as usize == j, &vb)?,
+            below: indicator(dim, dim, |i, j| i > j, &vb)?,
+            above: indicator(dim, dim, |i, j| i < j, &vb)?,
+            eye: indicator(dim, dim, |i, j| i == j, &vb)?,
             lower: vb.get_with_hints((dim, dim), "lower", small)?,
             upper: vb.get_with_hints((dim, dim), "upper", small)?,
             log_s: vb.get_with_hints(dim, "log_s", small)?,
@@ -95,16 +97,9 @@ impl LuLinear {
 
     /// The matrix `W = P L U`.
     pub fn weight(&self) -> Result<Tensor> {
-        let (d, dev, dt) = (self.dim, self.lower.device(), self.lower.dtype());
-        let mask = |keep: fn(usize, usize) -> bool| -> Result<Tensor> {
-            let m: Vec<f64> = (0..d * d)
-                .map(|k| f64::from(u8::from(keep(k / d, k % d))))
-                .collect();
-            Ok(Tensor::from_vec(m, (d, d), dev)?.to_dtype(dt)?)
-        };
-        let eye = Tensor::eye(d, dt, dev)?;
-        let l = ((&self.lower * mask(|i, j| i > j)?)? + &eye)?;
-        let u = ((&self.upper * mask(|i, j| i < j)?)? + eye.broadcast_mul(&self.log_s.exp()?)?)?;
+        let l = ((&self.lower * &self.below)? + &self.eye)?;
+        let diag = self.eye.broadcast_mul(&self.log_s.exp()?)?;
+        let u = ((&self.upper * &self.above)? + diag)?;
         Ok(self.perm.matmul(&l)?.matmul(&u)?)
     }
 

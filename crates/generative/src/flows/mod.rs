@@ -89,6 +89,20 @@ pub(crate) fn dims2(layer: &'static str, x: &Tensor, d: usize) -> Result<usize> 
     }
 }
 
+/// A constant `rows x cols` matrix of 1 where `keep(row, col)` holds and 0 elsewhere, in the
+/// builder's dtype and device: the masks of LU factors and MADE layers, permutation matrices.
+pub(crate) fn indicator(
+    rows: usize,
+    cols: usize,
+    keep: impl Fn(usize, usize) -> bool,
+    vb: &candle_nn::VarBuilder,
+) -> Result<Tensor> {
+    let m: Vec<f64> = (0..rows * cols)
+        .map(|k| f64::from(u8::from(keep(k / cols, k % cols))))
+        .collect();
+    Ok(Tensor::from_vec(m, (rows, cols), vb.device())?.to_dtype(vb.dtype())?)
+}
+
 /// Numerically stable `log(1 + exp(x))`.
 pub(crate) fn softplus(x: &Tensor) -> Result<Tensor> {
     let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
