@@ -9,6 +9,11 @@ use candle_nn::{Linear, VarBuilder};
 use super::{dims2, indicator, Flow};
 use crate::{GenerativeError, Result};
 
+/// Bound of the log-scales `α`: `α = B tanh(a / B)` for the raw output `a`. Unbounded, a random
+/// or diverging MADE produced `α` of 70 and more (scales of e^70) in tests, beyond what f64
+/// can invert or differentiate reliably; a soft clamp keeps gradients everywhere.
+pub const ALPHA_BOUND: f64 = 3.0;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MadeConfig {
     pub dim: usize,
@@ -65,7 +70,7 @@ impl Made {
         Ok(Self { dim: d, layers })
     }
 
-    /// `(μ, α)`, each `[N, D]`.
+    /// `(μ, α)`, each `[N, D]`; `α` is soft-clamped to `(-ALPHA_BOUND, ALPHA_BOUND)`.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let mut h = x.clone();
         for (k, (lin, mask)) in self.layers.iter().enumerate() {
@@ -75,7 +80,8 @@ impl Made {
                 h = h.relu()?;
             }
         }
-        Ok((h.narrow(1, 0, self.dim)?, h.narrow(1, self.dim, self.dim)?))
+        let alpha = (h.narrow(1, self.dim, self.dim)? / ALPHA_BOUND)?.tanh()? * ALPHA_BOUND;
+        Ok((h.narrow(1, 0, self.dim)?, alpha?))
     }
 }
 
