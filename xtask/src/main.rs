@@ -307,10 +307,10 @@ fn train(args: TrainArgs) -> forja_train::Result<()> {
         args.hyper.apply(&mut cfg);
         cfg.validate()?;
         // Open the data before creating the run directory, so a missing dataset leaves nothing behind.
-        run::open_data(&cfg)?;
+        let data = run::open_data(&cfg)?;
         let dir = run::new_run_dir(&args.runs_dir, entry.name)?;
         println!("run directory: {}", dir.display());
-        run::train(cfg, &dir, &device, progress)?
+        run::train_on(cfg, data, &dir, &device, progress)?
     };
     let best = match (summary.best, summary.best_epoch) {
         (Some(b), Some(e)) => format!(", best {b:.4} at epoch {e}"),

@@ -178,14 +178,6 @@ impl ImageSet {
         &self.pixels[index * numel..(index + 1) * numel]
     }
 
-    /// The first `n` samples (or all, if there are fewer).
-    pub fn truncated(mut self, n: usize) -> Self {
-        let n = n.min(self.labels.len());
-        self.pixels.truncate(n * self.numel());
-        self.labels.truncate(n);
-        self
-    }
-
     fn numel(&self) -> usize {
         self.shape.iter().product()
     }

@@ -93,7 +93,20 @@ fn utc_stamp(secs: u64) -> String {
 /// Trains a new run in `run_dir`.
 pub fn train(cfg: RunConfig, run_dir: &Path, device: &Device, progress: bool) -> Result<Summary> {
     cfg.validate()?;
-    let (train, test) = open_data(&cfg)?;
+    let data = open_data(&cfg)?;
+    train_on(cfg, data, run_dir, device, progress)
+}
+
+/// Trains a new run in `run_dir` on data already opened with [`open_data`] (so a caller can
+/// check the data exists before it creates the run directory, without reading it twice).
+pub fn train_on(
+    cfg: RunConfig,
+    (train, test): (Arc<dyn Dataset>, Arc<dyn Dataset>),
+    run_dir: &Path,
+    device: &Device,
+    progress: bool,
+) -> Result<Summary> {
+    cfg.validate()?;
     let mut task = build(&cfg, train.as_ref(), device)?;
     Trainer::new(cfg, run_dir, device)?
         .progress(progress)
