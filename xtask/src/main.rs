@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use forja_data::catalog;
 use forja_train::{registry, run, OptimizerKind, RunConfig, Schedule};
 // Linked for its `inventory` registrations: the models are found through the registry.
+use forja_generative as _;
 use forja_nets as _;
 
 #[derive(Parser)]

@@ -12,13 +12,26 @@ pub enum GenerativeError {
     #[error("{layer}: {msg}")]
     NotInvertible { layer: &'static str, msg: String },
     #[error(transparent)]
+    Layer(#[from] forja_layers::LayerError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+impl From<GenerativeError> for forja_train::TrainError {
+    fn from(e: GenerativeError) -> Self {
+        match e {
+            GenerativeError::Candle(c)
+            | GenerativeError::Layer(forja_layers::LayerError::Candle(c)) => Self::Candle(c),
+            other => Self::Config(other.to_string()),
+        }
+    }
 }
 
 impl From<GenerativeError> for candle_core::Error {
     fn from(e: GenerativeError) -> Self {
         match e {
-            GenerativeError::Candle(c) => c,
+            GenerativeError::Candle(c)
+            | GenerativeError::Layer(forja_layers::LayerError::Candle(c)) => c,
             other => candle_core::Error::Msg(other.to_string()),
         }
     }

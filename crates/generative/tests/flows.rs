@@ -5,8 +5,9 @@
 use candle_core::{DType, Device, Tensor};
 use forja_generative::flows::{
     log_abs_det, ActNorm, AutoregressiveFlow, Composite, Coupling, CouplingConfig, CouplingKind,
-    Flow, FlowDensity, InvConv1x1, Inverted, LeakyRelu, LuLinear, MadeConfig, Permutation, Planar,
-    Radial, Residual, ResidualConfig, ResidualLogDet, Sigmoid, Speed, Squeeze,
+    Flow, FlowDensity, ImageCoupling, ImageCouplingConfig, ImageMask, InvConv1x1, Inverted,
+    LeakyRelu, LuLinear, MadeConfig, MultiScale, MultiScaleConfig, Permutation, Planar, Radial,
+    Residual, ResidualConfig, ResidualLogDet, Sigmoid, Speed, Squeeze,
 };
 use forja_train::ParamStore;
 use proptest::prelude::*;
@@ -141,7 +142,7 @@ proptest! {
         (d, z) in (1usize..6).prop_flat_map(|d| (Just(d), points(d, 3))), seed in any::<u64>(),
     ) {
         let store = ParamStore::new(seed);
-        let cfg = MadeConfig { dim: d, hidden: vec![16, 16] };
+        let cfg = MadeConfig { dim: d, hidden: vec![16, 16], zero_init: false };
         for (k, speed) in [Speed::FastDensity, Speed::FastSampling].into_iter().enumerate() {
             check(&AutoregressiveFlow::new(&cfg, speed, vb(&store).pp(k.to_string())).unwrap(), &z, d)?;
         }
@@ -162,7 +163,7 @@ proptest! {
             Box::new(Planar::new(d, v.pp("planar")).unwrap()),
             Box::new(Coupling::new(&coupling, v.pp("coupling")).unwrap()),
             Box::new(LeakyRelu::new(0.3).unwrap()),
-            Box::new(AutoregressiveFlow::new(&MadeConfig { dim: d, hidden: vec![8] }, Speed::FastDensity, v.pp("maf")).unwrap()),
+            Box::new(AutoregressiveFlow::new(&MadeConfig { dim: d, hidden: vec![8], zero_init: false }, Speed::FastDensity, v.pp("maf")).unwrap()),
             Box::new(Radial::new(d, v.pp("radial")).unwrap()),
             Box::new(Permutation::random(d, seed)),
         ]);
@@ -178,6 +179,7 @@ fn made_outputs_depend_only_on_earlier_features() {
         &MadeConfig {
             dim: d,
             hidden: vec![12, 12],
+            zero_init: false,
         },
         Speed::FastDensity,
         vb(&store),
@@ -285,24 +287,40 @@ proptest! {
 /// of the generative direction have shape `input`, those of the normalizing one `output`.
 struct Flat<F> {
     flow: F,
-    input: [usize; 3],
-    output: [usize; 3],
+    input: Vec<usize>,
+    output: Vec<usize>,
 }
 
 type FlowResult = forja_generative::Result<(Tensor, Tensor)>;
 
-fn through(v: &Tensor, [c, h, w]: [usize; 3], f: impl Fn(&Tensor) -> FlowResult) -> FlowResult {
-    let (y, ld) = f(&v.reshape((v.dim(0)?, c, h, w))?)?;
+fn through(v: &Tensor, shape: &[usize], f: impl Fn(&Tensor) -> FlowResult) -> FlowResult {
+    let dims: Vec<usize> = std::iter::once(v.dim(0)?)
+        .chain(shape.iter().copied())
+        .collect();
+    let (y, ld) = f(&v.reshape(dims)?)?;
     Ok((y.flatten_from(1)?, ld))
 }
 
 impl<F: Flow> Flow for Flat<F> {
     fn forward(&self, z: &Tensor) -> FlowResult {
-        through(z, self.input, |t| self.flow.forward(t))
+        through(z, &self.input, |t| self.flow.forward(t))
     }
 
     fn inverse(&self, x: &Tensor) -> FlowResult {
-        through(x, self.output, |t| self.flow.inverse(t))
+        through(x, &self.output, |t| self.flow.inverse(t))
+    }
+}
+
+/// Overwrites every parameter with seeded normal values of standard deviation `std`, so that
+/// layers initialised as the identity (zero last layers) are tested away from it.
+fn jiggle(store: &ParamStore, seed: u64, std: f64) {
+    let mut rng = forja_data::seed::rng(seed, &[]);
+    for (_, var) in store.vars() {
+        let values: Vec<f64> = (0..var.elem_count())
+            .map(|_| std * forja_data::seed::normal(&mut rng))
+            .collect();
+        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
     }
 }
 
@@ -317,11 +335,48 @@ proptest! {
         let (h, w) = (2 * h2, 2 * w2);
         let d = c * h * w;
         let z = &values[..2 * d];
-        let squeeze = Flat { flow: Squeeze, input: [c, h, w], output: [4 * c, h2, w2] };
+        let squeeze = Flat { flow: Squeeze, input: vec![c, h, w], output: vec![4 * c, h2, w2] };
         check(&squeeze, z, d)?;
         let store = ParamStore::new(seed);
         let conv = InvConv1x1::new(c, seed, vb(&store)).unwrap();
-        check(&Flat { flow: conv, input: [c, h, w], output: [c, h, w] }, z, d)?;
+        check(&Flat { flow: conv, input: vec![c, h, w], output: vec![c, h, w] }, z, d)?;
+    }
+
+    #[test]
+    fn image_couplings_with_both_masks_invert_and_match_brute_force_log_dets(
+        c in 2usize..4, h in 1usize..4, w in 2usize..4, seed in any::<u64>(), additive in any::<bool>(),
+        values in prop::collection::vec(-2.0f64..2.0, 2 * 3 * 3 * 3),
+    ) {
+        let d = c * h * w;
+        let kind = if additive { CouplingKind::Additive } else { CouplingKind::Affine };
+        for mask in [
+            ImageMask::Checkerboard { even: true },
+            ImageMask::Checkerboard { even: false },
+            ImageMask::Channel { first: true },
+            ImageMask::Channel { first: false },
+        ] {
+            let store = ParamStore::new(seed);
+            let cfg = ImageCouplingConfig::new(kind, mask, c, 4);
+            let coupling = ImageCoupling::new(&cfg, vb(&store)).unwrap();
+            jiggle(&store, seed, 0.5);
+            let flat = Flat { flow: coupling, input: vec![c, h, w], output: vec![c, h, w] };
+            check(&flat, &values[..2 * d], d)?;
+        }
+    }
+
+    #[test]
+    fn multi_scale_flow_inverts_and_matches_brute_force_log_dets(
+        c in 1usize..3, scales in 1usize..3, seed in any::<u64>(),
+        values in prop::collection::vec(-2.0f64..2.0, 2 * 2 * 4 * 4),
+    ) {
+        let (h, w) = (4, 4);
+        let d = c * h * w;
+        let store = ParamStore::new(seed);
+        let mut cfg = MultiScaleConfig::new([c, h, w], scales, 4);
+        (cfg.couplings, cfg.final_couplings) = (2, 2);
+        let flow = MultiScale::new(&cfg, vb(&store)).unwrap();
+        jiggle(&store, seed, 0.3);
+        check(&Flat { flow, input: vec![d], output: vec![c, h, w] }, &values[..2 * d], d)?;
     }
 }
 
@@ -345,4 +400,86 @@ fn squeeze_moves_each_2x2_block_into_four_channels() {
     assert!(Squeeze
         .forward(&Tensor::zeros((1, 1, 3, 4), DType::F64, &Device::Cpu).unwrap())
         .is_err());
+}
+
+#[test]
+fn multi_scale_factors_out_half_the_channels_per_scale_and_refuses_odd_sizes() {
+    let store = ParamStore::new(3);
+    let cfg = MultiScaleConfig::new([1, 8, 8], 3, 4);
+    let flow = MultiScale::new(&cfg, vb(&store)).unwrap();
+    let x = Tensor::zeros((2, 1, 8, 8), DType::F64, &Device::Cpu).unwrap();
+    let (z, _) = flow.inverse(&x).unwrap();
+    assert_eq!(z.dims(), &[2, 64]);
+    let (back, _) = flow.forward(&z).unwrap();
+    assert_eq!(back.dims(), &[2, 1, 8, 8]);
+    let err = MultiScale::new(&MultiScaleConfig::new([1, 6, 6], 3, 4), vb(&store))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("divisible by 4"), "{err}");
+    let err = flow
+        .inverse(&Tensor::zeros((2, 1, 4, 4), DType::F64, &Device::Cpu).unwrap())
+        .unwrap_err();
+    assert!(err.to_string().contains("[N, 1, 8, 8]"), "{err}");
+}
+
+/// The planar flow's normalizing direction solves for its input numerically; the gradient of
+/// the log-likelihood through that solve must still be the true one.
+#[test]
+fn planar_log_likelihood_gradient_through_the_numerical_inverse_matches_finite_differences() {
+    let store = ParamStore::new(11);
+    let v = vb(&store);
+    let flow = Composite(vec![
+        Box::new(Planar::new(2, v.pp("0")).unwrap()),
+        Box::new(Planar::new(2, v.pp("1")).unwrap()),
+    ]);
+    jiggle(&store, 5, 0.8);
+    let density = FlowDensity::new(Box::new(flow), 2);
+    let x = tensor(&[0.3, -1.2, 1.5, 0.4, -0.7, 2.0], 2);
+    let loss = |d: &FlowDensity| d.log_prob(&x).unwrap().sum_all().unwrap();
+    let grads = loss(&density).backward().unwrap();
+    let eps = 1e-6;
+    for (name, var) in store.vars() {
+        let analytic = rows(
+            grads
+                .get(var.as_tensor())
+                .expect("a gradient for every parameter"),
+        );
+        let base = rows(var.as_tensor());
+        for i in 0..base.len() {
+            let at = |delta: f64| {
+                let mut p = base.clone();
+                p[i] += delta;
+                var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                loss(&density).to_scalar::<f64>().unwrap()
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            at(0.0);
+            assert!(
+                (analytic[i] - numeric).abs() <= 1e-5 * (1.0 + numeric.abs()),
+                "{name}[{i}]: autograd {} vs finite differences {numeric}",
+                analytic[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn detached_sampling_direction_gives_the_same_values_as_the_differentiable_one() {
+    let store = ParamStore::new(4);
+    let cfg = MadeConfig {
+        dim: 4,
+        hidden: vec![8],
+        zero_init: false,
+    };
+    let v = vb(&store);
+    let flow = Composite(vec![
+        Box::new(AutoregressiveFlow::new(&cfg, Speed::FastDensity, v.pp("maf")).unwrap()),
+        Box::new(AutoregressiveFlow::new(&cfg, Speed::FastSampling, v.pp("iaf")).unwrap()),
+    ]);
+    let z = tensor(&[0.1, -0.4, 1.3, 0.7, -1.1, 0.2, 0.0, 2.0], 4);
+    let (x, ld) = flow.forward(&z).unwrap();
+    let (xd, ldd) = flow.forward_detached(&z).unwrap();
+    assert_eq!(rows(&x), rows(&xd));
+    assert_eq!(rows(&ld), rows(&ldd));
 }

@@ -6,15 +6,11 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{ModuleT, VarBuilder};
 use forja_data::Batch;
 
-use crate::{Metrics, Monitor, Optimizer, ParamStore, Result, RunConfig, StepCtx, Task};
-
-/// Prefix of optimizer entries in a checkpoint, beside the plain weight names.
-const OPTIM: &str = "optim";
+use crate::{Metrics, Monitor, ParamStore, Result, RunConfig, StepCtx, Task, TrainState};
 
 pub struct Classifier {
     net: Box<dyn ModuleT>,
-    params: ParamStore,
-    optimizer: Optimizer,
+    train: TrainState,
     clip_norm: Option<f64>,
 }
 
@@ -27,11 +23,9 @@ impl Classifier {
     ) -> Result<Self> {
         let params = ParamStore::new(cfg.seed);
         let net = build(params.var_builder(DType::F32, device))?;
-        let optimizer = Optimizer::new(cfg.optimizer.clone(), params.trainable_vars())?;
         Ok(Self {
             net,
-            params,
-            optimizer,
+            train: TrainState::new(params, cfg.optimizer.clone())?,
             clip_norm: cfg.clip_norm,
         })
     }
@@ -75,7 +69,8 @@ impl Task for Classifier {
     fn train_step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<Metrics> {
         let out = self.net.forward_t(&batch.inputs, true)?;
         let (logits, loss) = logits_and_loss(&out, &batch.targets)?;
-        self.optimizer
+        self.train
+            .optimizer
             .backward_step(&loss, ctx.lr_factor, self.clip_norm)?;
         let n = batch.len() as f64;
         Ok(Metrics::from([
@@ -115,26 +110,19 @@ impl Task for Classifier {
     }
 
     fn weights(&self) -> Vec<(String, Tensor)> {
-        self.params
-            .vars()
-            .into_iter()
-            .map(|(k, v)| (k, v.as_tensor().clone()))
-            .collect()
+        self.train.weights()
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut state = self.weights();
-        state.extend(self.optimizer.state(OPTIM)?);
-        Ok(state)
+        self.train.state()
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        self.params.load(state)?;
-        self.optimizer.load_state(OPTIM, state)
+        self.train.load_state(state)
     }
 
     fn num_params(&self) -> usize {
-        self.params.num_params()
+        self.train.num_params()
     }
 }
 

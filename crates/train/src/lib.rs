@@ -16,6 +16,7 @@ mod record;
 pub mod registry;
 pub mod run;
 mod schedule;
+mod state;
 pub mod summary;
 mod task;
 mod trainer;
@@ -29,6 +30,7 @@ pub use params::{is_buffer, ParamCounter, ParamStore};
 pub use record::{read_records, Record, RecordKind};
 pub use registry::{DataSpec, ModelEntry};
 pub use schedule::Schedule;
+pub use state::TrainState;
 pub use summary::{summarize, LayerRow, ModelSummary};
 pub use task::{Metrics, Monitor, StepCtx, Task};
 pub use trainer::{

@@ -4,7 +4,7 @@
 //! runs it on `z`, the other way round. Both directions are implemented for both.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 
 use super::{dims2, indicator, Flow};
 use crate::{GenerativeError, Result};
@@ -18,6 +18,9 @@ pub const ALPHA_BOUND: f64 = 3.0;
 pub struct MadeConfig {
     pub dim: usize,
     pub hidden: Vec<usize>,
+    /// Start with a zero output layer (`μ = 0, α = 0`), so a new flow is the identity: a
+    /// stack of randomly initialised layers can scale the data by `e^(3K)`.
+    pub zero_init: bool,
 }
 
 /// A masked MLP from `D` inputs to `(μ, α)`, each `D` wide, autoregressive in feature order.
@@ -61,22 +64,38 @@ impl Made {
             prev = deg;
         }
         let out: Vec<usize> = (1..=d).chain(1..=d).collect();
-        let lin = candle_nn::linear(
-            prev.len(),
-            2 * d,
-            vb.pp(format!("net.{}", 2 * cfg.hidden.len())),
-        )?;
+        let name = vb.pp(format!("net.{}", 2 * cfg.hidden.len()));
+        let lin = if cfg.zero_init {
+            Linear::new(
+                name.get_with_hints((2 * d, prev.len()), "weight", Init::Const(0.0))?,
+                Some(name.get_with_hints(2 * d, "bias", Init::Const(0.0))?),
+            )
+        } else {
+            candle_nn::linear(prev.len(), 2 * d, name)?
+        };
         layers.push((lin, mask(&out, &prev, true)?));
         Ok(Self { dim: d, layers })
     }
 
     /// `(μ, α)`, each `[N, D]`; `α` is soft-clamped to `(-ALPHA_BOUND, ALPHA_BOUND)`.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.forward_masked(&self.masked()?, x)
+    }
+
+    /// The layers with their masks applied. The `D`-pass direction reuses them for every pass
+    /// (recomputed per pass, the autograd graph held `D` copies of every weight matrix).
+    fn masked(&self) -> Result<Vec<Linear>> {
+        self.layers
+            .iter()
+            .map(|(lin, mask)| Ok(Linear::new((lin.weight() * mask)?, lin.bias().cloned())))
+            .collect()
+    }
+
+    fn forward_masked(&self, layers: &[Linear], x: &Tensor) -> Result<(Tensor, Tensor)> {
         let mut h = x.clone();
-        for (k, (lin, mask)) in self.layers.iter().enumerate() {
-            let w = (lin.weight() * mask)?;
-            h = Linear::new(w, lin.bias().cloned()).forward(&h)?;
-            if k + 1 < self.layers.len() {
+        for (k, layer) in layers.iter().enumerate() {
+            h = layer.forward(&h)?;
+            if k + 1 < layers.len() {
                 h = h.relu()?;
             }
         }
@@ -125,15 +144,26 @@ impl AutoregressiveFlow {
     /// Maps `y` with `step`, whose MADE input is its own output: feature `i` of the output is
     /// right once features `< i` are, so `D` passes reach the fixed point. With `one_pass`, the
     /// MADE input is `y` itself. Returns the output and the MADE parameters that produced it.
-    fn solve(&self, y: &Tensor, step: Step, one_pass: bool) -> Result<(Tensor, Tensor)> {
+    /// `detached` iterates on values only (no gradient).
+    fn solve(
+        &self,
+        y: &Tensor,
+        step: Step,
+        one_pass: bool,
+        detached: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let layers = self.made.masked()?;
         let params = if one_pass {
-            self.made.forward(y)?
+            self.made.forward_masked(&layers, y)?
         } else {
             let mut out = y.zeros_like()?;
             for _ in 0..self.made.dim {
-                out = step(y, &self.made.forward(&out)?)?;
+                out = step(y, &self.made.forward_masked(&layers, &out)?)?;
+                if detached {
+                    out = out.detach();
+                }
             }
-            self.made.forward(&out)?
+            self.made.forward_masked(&layers, &out)?
         };
         Ok((step(y, &params)?, params.1.sum(D::Minus1)?))
     }
@@ -142,12 +172,19 @@ impl AutoregressiveFlow {
 impl Flow for AutoregressiveFlow {
     fn forward(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
         dims2("autoregressive", z, self.made.dim)?;
-        self.solve(z, Self::generate, self.speed == Speed::FastSampling)
+        self.solve(z, Self::generate, self.speed == Speed::FastSampling, false)
+    }
+
+    fn forward_detached(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        dims2("autoregressive", z, self.made.dim)?;
+        let (x, logdet) = self.solve(z, Self::generate, self.speed == Speed::FastSampling, true)?;
+        Ok((x.detach(), logdet.detach()))
     }
 
     fn inverse(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         dims2("autoregressive", x, self.made.dim)?;
-        let (z, sum_alpha) = self.solve(x, Self::normalize, self.speed == Speed::FastDensity)?;
+        let (z, sum_alpha) =
+            self.solve(x, Self::normalize, self.speed == Speed::FastDensity, false)?;
         Ok((z, sum_alpha.neg()?))
     }
 }

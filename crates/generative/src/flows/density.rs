@@ -40,6 +40,6 @@ impl FlowDensity {
             .map(|_| temperature * forja_data::seed::normal(&mut rng))
             .collect();
         let z = Tensor::from_vec(z, (n, self.dim), device)?.to_dtype(dtype)?;
-        Ok(self.flow.forward(&z)?.0)
+        Ok(self.flow.forward_detached(&z)?.0)
     }
 }

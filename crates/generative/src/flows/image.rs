@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 use super::{Flow, LuLinear};
 use crate::{GenerativeError, Result};
 
-fn dims4(layer: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+pub(crate) fn dims4(layer: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
     x.dims4().map_err(|_| GenerativeError::Shape {
         layer,
         expected: "[N, C, H, W]".into(),

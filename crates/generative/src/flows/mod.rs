@@ -4,14 +4,17 @@
 //! generative direction `x = f(z)` and the normalizing direction `z = f⁻¹(x)`. Flows compose
 //! ([`Composite`]) with log-dets adding, and a [`FlowDensity`] turns a flow over a standard
 //! normal base into a density with exact `log_prob` and `sample`. Inputs are `[N, D]` for the
-//! vector flows and `[N, C, H, W]` for [`InvConv1x1`] and [`Squeeze`].
+//! vector flows and `[N, C, H, W]` for the image flows ([`InvConv1x1`], [`Squeeze`],
+//! [`ImageCoupling`]); [`MultiScale`] maps images to flat latent vectors.
 
 mod autoregressive;
 mod coupling;
 mod density;
 mod elementwise;
 mod image;
+mod image_coupling;
 mod linear;
+mod multiscale;
 mod planar;
 mod residual;
 
@@ -20,7 +23,9 @@ pub use coupling::{Coupling, CouplingConfig, CouplingKind};
 pub use density::FlowDensity;
 pub use elementwise::{ActNorm, LeakyRelu, Sigmoid};
 pub use image::{InvConv1x1, Squeeze};
+pub use image_coupling::{ImageCoupling, ImageCouplingConfig, ImageMask};
 pub use linear::{log_abs_det, LuLinear, Permutation};
+pub use multiscale::{MultiScale, MultiScaleConfig};
 pub use planar::{Planar, Radial};
 pub use residual::{Residual, ResidualConfig, ResidualLogDet};
 
@@ -35,21 +40,42 @@ pub trait Flow: Send + Sync {
 
     /// The normalizing direction `z = f⁻¹(x)` and `log|det ∂f⁻¹/∂x|` per sample (`[N]`).
     fn inverse(&self, x: &Tensor) -> Result<(Tensor, Tensor)>;
+
+    /// [`Flow::forward`] without gradients, for sampling. Flows whose generative direction
+    /// iterates (MAF's `D` passes) override it so that no autograd graph of the passes is kept.
+    fn forward_detached(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (x, logdet) = self.forward(z)?;
+        Ok((x.detach(), logdet.detach()))
+    }
 }
 
 /// `f_K ∘ … ∘ f_1`: `forward` applies the flows in order, `inverse` in reverse; log-dets add.
 pub struct Composite(pub Vec<Box<dyn Flow>>);
 
-impl Flow for Composite {
-    fn forward(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+impl Composite {
+    fn chain(
+        &self,
+        z: &Tensor,
+        step: impl Fn(&dyn Flow, &Tensor) -> Result<(Tensor, Tensor)>,
+    ) -> Result<(Tensor, Tensor)> {
         let mut x = z.clone();
         let mut logdet = Tensor::zeros(z.dim(0)?, z.dtype(), z.device())?;
         for f in &self.0 {
-            let (y, ld) = f.forward(&x)?;
+            let (y, ld) = step(f.as_ref(), &x)?;
             x = y;
             logdet = (logdet + ld)?;
         }
         Ok((x, logdet))
+    }
+}
+
+impl Flow for Composite {
+    fn forward(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.chain(z, |f, x| f.forward(x))
+    }
+
+    fn forward_detached(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.chain(z, |f, x| f.forward_detached(x))
     }
 
     fn inverse(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {

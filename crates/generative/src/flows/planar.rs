@@ -10,9 +10,10 @@ use crate::Result;
 /// `x = z + û tanh(wᵀz + b)`, with `û = u + (m(wᵀu) - wᵀu) w / |w|²`, `m(a) = -1 + softplus(a)`,
 /// so that `wᵀû >= -1` (the paper's appendix A) and the map is invertible.
 ///
-/// The generative direction is closed-form and differentiable (what a VAE posterior uses);
-/// the normalizing direction solves the scalar equation `wᵀx = a + wᵀû tanh(a + b)` for
-/// `a = wᵀz` by bisection on the host, without gradient.
+/// The generative direction is closed-form (what a VAE posterior uses); the normalizing
+/// direction solves the scalar equation `wᵀx = a + wᵀû tanh(a + b)` for `a = wᵀz` by
+/// bisection on the host and differentiates through the root implicitly, so the flow can also
+/// be fitted to data by maximum likelihood.
 pub struct Planar {
     dim: usize,
     u: Tensor,
@@ -64,27 +65,17 @@ impl Flow for Planar {
 
     fn inverse(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         dims2("planar", x, self.dim)?;
-        let u = self.u_hat()?.detach();
-        let c = (&u * &self.w)?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
-        let b = self
-            .b
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?[0];
-        let targets: Vec<f64> = self
-            .affine(x)?
-            .broadcast_sub(&self.b)?
-            .to_dtype(DType::F64)?
-            .to_vec1()?;
-        // g(a) = a + c tanh(a + b) is non-decreasing (c >= -1) and within |c| of a.
+        let u = self.u_hat()?;
+        let c = (&u * &self.w)?.sum_all()?;
+        let (c_host, b_host) = (scalar(&c)?, scalar(&self.b)?);
+        // t = wᵀx; solve g(a) = a + c tanh(a + b) = t for a = wᵀz.
+        let t = self.affine(x)?.broadcast_sub(&self.b)?;
         let solve = |t: f64| {
-            let (mut lo, mut hi) = (t - c.abs() - 1e-12, t + c.abs() + 1e-12);
+            // g is non-decreasing (c >= -1) and within |c| of a.
+            let (mut lo, mut hi) = (t - c_host.abs() - 1e-12, t + c_host.abs() + 1e-12);
             for _ in 0..200 {
                 let mid = 0.5 * (lo + hi);
-                if mid + c * (mid + b).tanh() < t {
+                if mid + c_host * (mid + b_host).tanh() < t {
                     lo = mid;
                 } else {
                     hi = mid;
@@ -92,12 +83,29 @@ impl Flow for Planar {
             }
             0.5 * (lo + hi)
         };
-        let h: Vec<f64> = targets.iter().map(|&t| (solve(t) + b).tanh()).collect();
-        let h = Tensor::from_vec(h, x.dim(0)?, x.device())?.to_dtype(x.dtype())?;
+        let roots: Vec<f64> = t
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?
+            .into_iter()
+            .map(solve)
+            .collect();
+        let a_star = Tensor::from_vec(roots, x.dim(0)?, x.device())?.to_dtype(x.dtype())?;
+        // One Newton step on the graph: its value is the root, and its gradient is the implicit
+        // one, da/dθ = -(∂g/∂θ - ∂t/∂θ) / g'(a), so the density can be trained through it.
+        let th = a_star.broadcast_add(&self.b)?.tanh()?;
+        let g = (&a_star + th.broadcast_mul(&c)?)?;
+        let slope = (th.sqr()?.affine(-1.0, 1.0)?.broadcast_mul(&c)? + 1.0)?.detach();
+        let a = (&a_star - ((g - &t)? / slope)?)?;
+        let h = a.broadcast_add(&self.b)?.tanh()?;
         let z = (x - h.unsqueeze(1)?.broadcast_mul(&u.unsqueeze(0)?)?)?;
         let (_, logdet) = self.forward(&z)?;
-        Ok((z, logdet.neg()?.detach()))
+        Ok((z, logdet.neg()?))
     }
+}
+
+/// The value of a one-element tensor as `f64`.
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?[0])
 }
 
 /// `x = z + β h(α, r) (z - z0)`, `r = |z - z0|`, `h = 1 / (α + r)`, with `α = softplus(·) > 0`

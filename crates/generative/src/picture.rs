@@ -1,0 +1,191 @@
+//! Pictures of trained flows: 2-D density heat maps beside the data, and image sample grids.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use forja_train::{Result, TrainError};
+
+use crate::flows::FlowDensity;
+use crate::task::FlowTask;
+
+/// A square region `[lo, hi]²` of the plane, split into `res x res` cells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grid {
+    pub lo: f64,
+    pub hi: f64,
+    pub res: usize,
+}
+
+impl Grid {
+    /// The smallest square holding every point, widened by 10 % on each side.
+    pub fn around(points: &[f32], res: usize) -> Self {
+        let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| {
+            (lo.min(f64::from(v)), hi.max(f64::from(v)))
+        });
+        let (lo, hi) = if lo < hi { (lo, hi) } else { (-3.0, 3.0) };
+        let margin = 0.1 * (hi - lo);
+        Self {
+            lo: lo - margin,
+            hi: hi + margin,
+            res,
+        }
+    }
+
+    pub fn cell(&self) -> f64 {
+        (self.hi - self.lo) / self.res as f64
+    }
+
+    /// Cell centres, row-major with the first row at the top (largest y).
+    fn centres(&self) -> Vec<f64> {
+        let c = self.cell();
+        (0..self.res * self.res)
+            .flat_map(|k| {
+                let (row, col) = (k / self.res, k % self.res);
+                [
+                    self.lo + (col as f64 + 0.5) * c,
+                    self.hi - (row as f64 + 0.5) * c,
+                ]
+            })
+            .collect()
+    }
+
+    /// The share of `points` in each cell divided by the cell area: a histogram density.
+    pub fn histogram(&self, points: &[f32]) -> Vec<f64> {
+        let mut h = vec![0.0; self.res * self.res];
+        let n = (points.len() / 2).max(1) as f64;
+        let c = self.cell();
+        for p in points.chunks_exact(2) {
+            let col = ((f64::from(p[0]) - self.lo) / c).floor();
+            let row = ((self.hi - f64::from(p[1])) / c).floor();
+            let inside =
+                (0.0..self.res as f64).contains(&col) && (0.0..self.res as f64).contains(&row);
+            if inside {
+                h[row as usize * self.res + col as usize] += 1.0 / (n * c * c);
+            }
+        }
+        h
+    }
+}
+
+/// `p(x)` at every cell centre of `grid`, evaluated in batches.
+pub fn density_on_grid(density: &FlowDensity, grid: &Grid, device: &Device) -> Result<Vec<f64>> {
+    let centres = grid.centres();
+    let mut out = Vec::with_capacity(grid.res * grid.res);
+    for chunk in centres.chunks(2 * 4096) {
+        let x =
+            Tensor::from_vec(chunk.to_vec(), (chunk.len() / 2, 2), device)?.to_dtype(DType::F32)?;
+        let lp = density.log_prob(&x)?;
+        out.extend(
+            lp.to_dtype(DType::F64)?
+                .to_vec1::<f64>()?
+                .into_iter()
+                .map(f64::exp),
+        );
+    }
+    Ok(out)
+}
+
+/// A perceptually ordered colour map (viridis, interpolated between five of its stops).
+fn colour(t: f64) -> [u8; 3] {
+    const STOPS: [[f64; 3]; 5] = [
+        [68.0, 1.0, 84.0],
+        [59.0, 82.0, 139.0],
+        [33.0, 145.0, 140.0],
+        [94.0, 201.0, 98.0],
+        [253.0, 231.0, 37.0],
+    ];
+    let x = t.clamp(0.0, 1.0) * 4.0;
+    let k = (x.floor() as usize).min(3);
+    let f = x - k as f64;
+    std::array::from_fn(|i| (STOPS[k][i] + f * (STOPS[k + 1][i] - STOPS[k][i])).round() as u8)
+}
+
+const PANEL: usize = 240;
+const GAP: usize = 6;
+
+/// Writes `density.png`: the test points' histogram, the model density and the histogram of
+/// model samples over the same square, each scaled to its own maximum; and `density.json` with
+/// the model density's integral over that square.
+pub fn density_panels(task: &FlowTask, run_dir: &Path) -> Result<()> {
+    let data = task.shown_points();
+    let grid = Grid::around(data, PANEL);
+    let model = density_on_grid(task.density(), &grid, task.device())?;
+    let samples = task.sample(20_000, 1.0, 0x5A3)?;
+    let samples: Vec<f32> = samples.flatten_all()?.to_vec1()?;
+    let panels = [
+        grid.histogram(data),
+        model.clone(),
+        grid.histogram(&samples),
+    ];
+    let width = 3 * PANEL + 2 * GAP;
+    let mut rgb = vec![255u8; width * PANEL * 3];
+    for (p, values) in panels.iter().enumerate() {
+        let max = values
+            .iter()
+            .cloned()
+            .fold(0.0, f64::max)
+            .max(f64::MIN_POSITIVE);
+        for (k, v) in values.iter().enumerate() {
+            let (row, col) = (k / PANEL, p * (PANEL + GAP) + k % PANEL);
+            let at = 3 * (row * width + col);
+            // A square root brings out the low-density tails.
+            rgb[at..at + 3].copy_from_slice(&colour((v / max).sqrt()));
+        }
+    }
+    write_png(&run_dir.join("density.png"), width, PANEL, rgb)?;
+    let integral: f64 = model.iter().sum::<f64>() * grid.cell() * grid.cell();
+    let json = format!(
+        "{{\"square\": [{}, {}], \"cells\": {}, \"integral\": {integral}}}\n",
+        grid.lo, grid.hi, grid.res
+    );
+    let path = run_dir.join("density.json");
+    forja_data::fs::write_atomic(&path, json.as_bytes()).map_err(|e| io(&path, e))
+}
+
+/// Temperatures of the rows of `samples.png`.
+pub const TEMPERATURES: [f64; 3] = [0.5, 0.75, 1.0];
+
+/// Writes `samples.png`: two rows of ten samples per temperature in [`TEMPERATURES`].
+pub fn sample_grid(task: &FlowTask, run_dir: &Path) -> Result<()> {
+    let (rows_per_t, cols, border) = (2, 10, 2);
+    let mut tiles = Vec::new();
+    for (k, &t) in TEMPERATURES.iter().enumerate() {
+        tiles.push(task.sample(rows_per_t * cols, t, 0xC0FFEE + k as u64)?);
+    }
+    let all = Tensor::cat(&tiles, 0)?;
+    let (n, c, h, w) = all.dims4()?;
+    let values: Vec<f32> = all.flatten_all()?.to_vec1()?;
+    let (tile_h, tile_w) = (h + border, w + border);
+    let (width, height) = (cols * tile_w + border, n / cols * tile_h + border);
+    let mut rgb = vec![255u8; width * height * 3];
+    for i in 0..n {
+        let (top, left) = (border + i / cols * tile_h, border + i % cols * tile_w);
+        for y in 0..h {
+            for x in 0..w {
+                let at = 3 * ((top + y) * width + left + x);
+                for ch in 0..3 {
+                    let v = values[((i * c + ch.min(c - 1)) * h + y) * w + x];
+                    rgb[at + ch] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                }
+            }
+        }
+    }
+    write_png(&run_dir.join("samples.png"), width, height, rgb)
+}
+
+fn io(path: &Path, source: std::io::Error) -> TrainError {
+    TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Encodes an RGB buffer as PNG and writes it atomically.
+fn write_png(path: &Path, width: usize, height: usize, rgb: Vec<u8>) -> Result<()> {
+    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb)
+        .ok_or_else(|| TrainError::Plot(format!("{}: buffer size mismatch", path.display())))?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|e| TrainError::Plot(format!("{}: {e}", path.display())))?;
+    forja_data::fs::write_atomic(path, bytes.get_ref()).map_err(|e| io(path, e))
+}
