@@ -422,21 +422,11 @@ fn multi_scale_factors_out_half_the_channels_per_scale_and_refuses_odd_sizes() {
     assert!(err.to_string().contains("[N, 1, 8, 8]"), "{err}");
 }
 
-/// The planar flow's normalizing direction solves for its input numerically; the gradient of
-/// the log-likelihood through that solve must still be the true one.
-#[test]
-fn planar_log_likelihood_gradient_through_the_numerical_inverse_matches_finite_differences() {
-    let store = ParamStore::new(11);
-    let v = vb(&store);
-    let flow = Composite(vec![
-        Box::new(Planar::new(2, v.pp("0")).unwrap()),
-        Box::new(Planar::new(2, v.pp("1")).unwrap()),
-    ]);
-    jiggle(&store, 5, 0.8);
-    let density = FlowDensity::new(Box::new(flow), 2);
-    let x = tensor(&[0.3, -1.2, 1.5, 0.4, -0.7, 2.0], 2);
-    let loss = |d: &FlowDensity| d.log_prob(&x).unwrap().sum_all().unwrap();
-    let grads = loss(&density).backward().unwrap();
+/// The gradient of the summed log-likelihood of `x` with respect to every parameter in `store`
+/// equals its central finite difference.
+fn assert_likelihood_gradients(store: &ParamStore, density: &FlowDensity, x: &Tensor) {
+    let loss = || density.log_prob(x).unwrap().sum_all().unwrap();
+    let grads = loss().backward().unwrap();
     let eps = 1e-6;
     for (name, var) in store.vars() {
         let analytic = rows(
@@ -451,7 +441,7 @@ fn planar_log_likelihood_gradient_through_the_numerical_inverse_matches_finite_d
                 p[i] += delta;
                 var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu).unwrap())
                     .unwrap();
-                loss(&density).to_scalar::<f64>().unwrap()
+                loss().to_scalar::<f64>().unwrap()
             };
             let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
             at(0.0);
@@ -462,6 +452,46 @@ fn planar_log_likelihood_gradient_through_the_numerical_inverse_matches_finite_d
             );
         }
     }
+}
+
+/// Planar flows solve for their input numerically; i-ResNet's exact log-det is taken on the
+/// host: the likelihood's gradient must still be the true one.
+#[test]
+fn likelihood_gradients_through_numerical_inverses_and_host_log_dets_match_finite_differences() {
+    let x = tensor(&[0.3, -1.2, 1.5, 0.4, -0.7, 2.0], 2);
+    let store = ParamStore::new(11);
+    let v = vb(&store);
+    let planar = Composite(vec![
+        Box::new(Planar::new(2, v.pp("0")).unwrap()),
+        Box::new(Planar::new(2, v.pp("1")).unwrap()),
+    ]);
+    jiggle(&store, 5, 0.8);
+    assert_likelihood_gradients(&store, &FlowDensity::new(Box::new(planar), 2), &x);
+    for logdet in [
+        ResidualLogDet::Exact,
+        ResidualLogDet::PowerSeries { terms: 8 },
+    ] {
+        let store = ParamStore::new(12);
+        let mut cfg = ResidualConfig::new(2, vec![5]);
+        cfg.logdet = logdet;
+        let flow = Residual::new(&cfg, vb(&store)).unwrap();
+        assert_likelihood_gradients(&store, &FlowDensity::new(Box::new(flow), 2), &x);
+    }
+    let store = ParamStore::new(13);
+    let v = vb(&store);
+    let made = MadeConfig {
+        dim: 2,
+        hidden: vec![4],
+        zero_init: false,
+    };
+    let mut coupling = CouplingConfig::alternating(CouplingKind::Affine, 2, true);
+    (coupling.hidden, coupling.zero_init) = (4, false);
+    let stack = Composite(vec![
+        Box::new(AutoregressiveFlow::new(&made, Speed::FastDensity, v.pp("maf")).unwrap()),
+        Box::new(AutoregressiveFlow::new(&made, Speed::FastSampling, v.pp("iaf")).unwrap()),
+        Box::new(Coupling::new(&coupling, v.pp("coupling")).unwrap()),
+    ]);
+    assert_likelihood_gradients(&store, &FlowDensity::new(Box::new(stack), 2), &x);
 }
 
 #[test]

@@ -109,7 +109,7 @@ impl LuLinear {
 }
 
 /// The inverse of a `d x d` row-major matrix by Gauss-Jordan elimination with partial pivoting.
-fn invert(a: &[f64], d: usize) -> Option<Vec<f64>> {
+pub fn invert(a: &[f64], d: usize) -> Option<Vec<f64>> {
     let mut m = a.to_vec();
     let mut inv: Vec<f64> = (0..d * d)
         .map(|k| f64::from(u8::from(k / d == k % d)))

@@ -24,7 +24,7 @@ pub use density::FlowDensity;
 pub use elementwise::{ActNorm, LeakyRelu, Sigmoid};
 pub use image::{InvConv1x1, Squeeze};
 pub use image_coupling::{ImageCoupling, ImageCouplingConfig, ImageMask};
-pub use linear::{log_abs_det, LuLinear, Permutation};
+pub use linear::{invert, log_abs_det, LuLinear, Permutation};
 pub use multiscale::{MultiScale, MultiScaleConfig};
 pub use planar::{Planar, Radial};
 pub use residual::{Residual, ResidualConfig, ResidualLogDet};

@@ -7,7 +7,7 @@
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::{dims2, log_abs_det, Flow};
+use super::{dims2, invert, log_abs_det, Flow};
 use crate::{GenerativeError, Result};
 
 /// How the block computes `log det(I + J_g)`.
@@ -80,18 +80,24 @@ impl Residual {
         })
     }
 
-    /// `coeff * W / σ(W)`, `σ` estimated by power iteration (the estimate treated as a
-    /// constant, as spectral normalisation does).
+    /// `coeff * W / σ(W)`, `σ = uᵀ W v` with the singular vectors `u, v` from power iteration
+    /// treated as constants (as PyTorch's spectral norm does): at convergence that is the exact
+    /// gradient of the largest singular value.
     fn normalized(&self, w: &Tensor) -> Result<Tensor> {
         let mut v = Tensor::ones(w.dim(1)?, w.dtype(), w.device())?;
+        let mut u = Tensor::ones(w.dim(0)?, w.dtype(), w.device())?;
         let wd = w.detach();
         for _ in 0..self.cfg.power_iterations {
-            let u = wd.matmul(&v.unsqueeze(1)?)?.squeeze(1)?;
-            let u = u.broadcast_div(&u.sqr()?.sum_all()?.sqrt()?)?;
+            let wv = wd.matmul(&v.unsqueeze(1)?)?.squeeze(1)?;
+            u = wv.broadcast_div(&wv.sqr()?.sum_all()?.sqrt()?)?;
             let next = wd.t()?.matmul(&u.unsqueeze(1)?)?.squeeze(1)?;
             v = next.broadcast_div(&next.sqr()?.sum_all()?.sqrt()?)?;
         }
-        let sigma = wd.matmul(&v.unsqueeze(1)?)?.sqr()?.sum_all()?.sqrt()?;
+        let sigma = u
+            .unsqueeze(0)?
+            .matmul(&w.matmul(&v.unsqueeze(1)?)?)?
+            .squeeze(1)?
+            .squeeze(0)?;
         Ok(w.broadcast_div(&(sigma / self.cfg.coeff)?)?)
     }
 
@@ -160,20 +166,24 @@ impl Residual {
             ResidualLogDet::Exact => {
                 let d = self.cfg.dim;
                 let eye = Tensor::eye(d, jac.dtype(), jac.device())?;
-                let m: Vec<f64> = jac
-                    .broadcast_add(&eye)?
-                    .to_dtype(DType::F64)?
-                    .flatten_all()?
-                    .to_vec1()?;
-                let dets = m
-                    .chunks_exact(d * d)
-                    .map(|a| log_abs_det(a, d))
-                    .collect::<Option<Vec<f64>>>()
-                    .ok_or(GenerativeError::NotInvertible {
-                        layer: "residual",
-                        msg: "I + J_g is singular".into(),
-                    })?;
-                Ok(Tensor::from_vec(dets, n, jac.device())?.to_dtype(jac.dtype())?)
+                let a = jac.broadcast_add(&eye)?;
+                let m: Vec<f64> = a.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+                let singular = || GenerativeError::NotInvertible {
+                    layer: "residual",
+                    msg: "I + J_g is singular".into(),
+                };
+                let (mut dets, mut inv_t) = (Vec::with_capacity(n), Vec::with_capacity(m.len()));
+                for block in m.chunks_exact(d * d) {
+                    dets.push(log_abs_det(block, d).ok_or_else(singular)?);
+                    let inv = invert(block, d).ok_or_else(singular)?;
+                    inv_t.extend((0..d * d).map(|k| inv[(k % d) * d + k / d]));
+                }
+                let value = Tensor::from_vec(dets, n, a.device())?.to_dtype(a.dtype())?;
+                // The determinant is taken on the host; its gradient, d log|det A| = Σ A⁻ᵀ ⊙ dA,
+                // rides on a term that is zero in value.
+                let inv_t = Tensor::from_vec(inv_t, (n, d, d), a.device())?.to_dtype(a.dtype())?;
+                let carrier = (inv_t * (&a - a.detach())?)?.sum((1, 2))?;
+                Ok((value + carrier)?)
             }
         }
     }
