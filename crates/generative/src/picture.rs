@@ -147,16 +147,21 @@ pub const TEMPERATURES: [f64; 3] = [0.5, 0.75, 1.0];
 
 /// Writes `samples.png`: two rows of ten samples per temperature in [`TEMPERATURES`].
 pub fn sample_grid(task: &FlowTask, run_dir: &Path) -> Result<()> {
-    let (rows_per_t, cols, border) = (2, 10, 2);
     let mut tiles = Vec::new();
     for (k, &t) in TEMPERATURES.iter().enumerate() {
-        tiles.push(task.sample(rows_per_t * cols, t, 0xC0FFEE + k as u64)?);
+        tiles.push(task.sample(20, t, 0xC0FFEE + k as u64)?);
     }
-    let all = Tensor::cat(&tiles, 0)?;
-    let (n, c, h, w) = all.dims4()?;
-    let values: Vec<f32> = all.flatten_all()?.to_vec1()?;
+    image_grid(&run_dir.join("samples.png"), &Tensor::cat(&tiles, 0)?, 10)
+}
+
+/// Writes images `[N, C, H, W]` (values in [0, 1], C = 1 or 3) as a PNG grid of `cols`
+/// columns with 2-pixel white borders.
+pub fn image_grid(path: &Path, images: &Tensor, cols: usize) -> Result<()> {
+    let border = 2;
+    let (n, c, h, w) = images.dims4()?;
+    let values: Vec<f32> = images.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let (tile_h, tile_w) = (h + border, w + border);
-    let (width, height) = (cols * tile_w + border, n / cols * tile_h + border);
+    let (width, height) = (cols * tile_w + border, n.div_ceil(cols) * tile_h + border);
     let mut rgb = vec![255u8; width * height * 3];
     for i in 0..n {
         let (top, left) = (border + i / cols * tile_h, border + i % cols * tile_w);
@@ -170,7 +175,7 @@ pub fn sample_grid(task: &FlowTask, run_dir: &Path) -> Result<()> {
             }
         }
     }
-    write_png(&run_dir.join("samples.png"), width, height, rgb)
+    write_png(path, width, height, rgb)
 }
 
 fn io(path: &Path, source: std::io::Error) -> TrainError {

@@ -1,6 +1,5 @@
 //! Training a flow by maximum likelihood with forja's generic trainer.
 
-use std::collections::HashMap;
 use std::f64::consts::LN_2;
 use std::path::Path;
 
@@ -207,27 +206,10 @@ impl Task for FlowTask {
     }
 
     fn monitor(&self) -> Monitor {
-        Monitor {
-            metric: "loss",
-            maximize: false,
-        }
+        Monitor::LOSS
     }
 
-    fn weights(&self) -> Vec<(String, Tensor)> {
-        self.train.weights()
-    }
-
-    fn state(&self) -> Result<Vec<(String, Tensor)>> {
-        self.train.state()
-    }
-
-    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        self.train.load_state(state)
-    }
-
-    fn num_params(&self) -> usize {
-        self.train.num_params()
-    }
+    forja_train::delegate_train_state!(train);
 
     /// Points: `density.png` (test data | model density | model samples) and `density.json`
     /// (the density's integral over the plotted square). Images: `samples.png`, rows of samples

@@ -1,7 +1,5 @@
 //! The task shared by every image classifier: cross-entropy training, accuracy evaluation.
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{ModuleT, VarBuilder};
 use forja_data::Batch;
@@ -109,21 +107,7 @@ impl Task for Classifier {
         }
     }
 
-    fn weights(&self) -> Vec<(String, Tensor)> {
-        self.train.weights()
-    }
-
-    fn state(&self) -> Result<Vec<(String, Tensor)>> {
-        self.train.state()
-    }
-
-    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        self.train.load_state(state)
-    }
-
-    fn num_params(&self) -> usize {
-        self.train.num_params()
-    }
+    crate::delegate_train_state!(train);
 }
 
 #[cfg(test)]

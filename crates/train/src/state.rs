@@ -47,3 +47,29 @@ impl TrainState {
         self.params.num_params()
     }
 }
+
+/// Implements the state methods of [`crate::Task`] (`weights`, `state`, `load_state`,
+/// `num_params`) inside an `impl Task` block by delegating to a [`TrainState`] field.
+#[macro_export]
+macro_rules! delegate_train_state {
+    ($field:ident) => {
+        fn weights(&self) -> Vec<(String, ::candle_core::Tensor)> {
+            self.$field.weights()
+        }
+
+        fn state(&self) -> $crate::Result<Vec<(String, ::candle_core::Tensor)>> {
+            self.$field.state()
+        }
+
+        fn load_state(
+            &mut self,
+            state: &::std::collections::HashMap<String, ::candle_core::Tensor>,
+        ) -> $crate::Result<()> {
+            self.$field.load_state(state)
+        }
+
+        fn num_params(&self) -> usize {
+            self.$field.num_params()
+        }
+    };
+}

@@ -29,6 +29,12 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// The lowest evaluation loss is best (likelihood models, autoencoders).
+    pub const LOSS: Monitor = Monitor {
+        metric: "loss",
+        maximize: false,
+    };
+
     pub fn improves(&self, new: f64, best: Option<f64>) -> bool {
         match best {
             None => new.is_finite(),
