@@ -36,7 +36,7 @@ impl Grid {
     }
 
     /// Cell centres, row-major with the first row at the top (largest y).
-    fn centres(&self) -> Vec<f64> {
+    pub fn centres(&self) -> Vec<f64> {
         let c = self.cell();
         (0..self.res * self.res)
             .flat_map(|k| {
@@ -100,8 +100,33 @@ fn colour(t: f64) -> [u8; 3] {
     std::array::from_fn(|i| (STOPS[k][i] + f * (STOPS[k + 1][i] - STOPS[k][i])).round() as u8)
 }
 
-const PANEL: usize = 240;
+/// Side of a panel in pixels (and cells of the grids drawn in it).
+pub const PANEL: usize = 240;
 const GAP: usize = 6;
+
+/// Densities scaled to [0, 1] by their maximum, square-rooted to bring out the tails.
+pub fn tails(values: &[f64]) -> Vec<f64> {
+    let max = values
+        .iter()
+        .cloned()
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
+    values.iter().map(|v| (v / max).sqrt()).collect()
+}
+
+/// Writes `PANEL x PANEL` heat maps of values in [0, 1] side by side as a PNG.
+pub fn write_panels(path: &Path, panels: &[Vec<f64>]) -> Result<()> {
+    let width = panels.len() * (PANEL + GAP) - GAP;
+    let mut rgb = vec![255u8; width * PANEL * 3];
+    for (p, values) in panels.iter().enumerate() {
+        for (k, v) in values.iter().enumerate().take(PANEL * PANEL) {
+            let (row, col) = (k / PANEL, p * (PANEL + GAP) + k % PANEL);
+            let at = 3 * (row * width + col);
+            rgb[at..at + 3].copy_from_slice(&colour(*v));
+        }
+    }
+    write_png(path, width, PANEL, rgb)
+}
 
 /// Writes `density.png`: the test points' histogram, the model density and the histogram of
 /// model samples over the same square, each scaled to its own maximum; and `density.json` with
@@ -117,22 +142,7 @@ pub fn density_panels(task: &FlowTask, run_dir: &Path) -> Result<()> {
         model.clone(),
         grid.histogram(&samples),
     ];
-    let width = 3 * PANEL + 2 * GAP;
-    let mut rgb = vec![255u8; width * PANEL * 3];
-    for (p, values) in panels.iter().enumerate() {
-        let max = values
-            .iter()
-            .cloned()
-            .fold(0.0, f64::max)
-            .max(f64::MIN_POSITIVE);
-        for (k, v) in values.iter().enumerate() {
-            let (row, col) = (k / PANEL, p * (PANEL + GAP) + k % PANEL);
-            let at = 3 * (row * width + col);
-            // A square root brings out the low-density tails.
-            rgb[at..at + 3].copy_from_slice(&colour((v / max).sqrt()));
-        }
-    }
-    write_png(&run_dir.join("density.png"), width, PANEL, rgb)?;
+    write_panels(&run_dir.join("density.png"), &panels.map(|p| tails(&p)))?;
     let integral: f64 = model.iter().sum::<f64>() * grid.cell() * grid.cell();
     let json = format!(
         "{{\"square\": [{}, {}], \"cells\": {}, \"integral\": {integral}}}\n",

@@ -9,6 +9,7 @@ use forja_generative::flows::{
     LeakyRelu, LuLinear, MadeConfig, MultiScale, MultiScaleConfig, Permutation, Planar, Radial,
     Residual, ResidualConfig, ResidualLogDet, Sigmoid, Speed, Squeeze,
 };
+use forja_layers::check::GradCheck;
 use forja_train::ParamStore;
 use proptest::prelude::*;
 
@@ -425,32 +426,13 @@ fn multi_scale_factors_out_half_the_channels_per_scale_and_refuses_odd_sizes() {
 /// The gradient of the summed log-likelihood of `x` with respect to every parameter in `store`
 /// equals its central finite difference.
 fn assert_likelihood_gradients(store: &ParamStore, density: &FlowDensity, x: &Tensor) {
-    let loss = || density.log_prob(x).unwrap().sum_all().unwrap();
-    let grads = loss().backward().unwrap();
-    let eps = 1e-6;
-    for (name, var) in store.vars() {
-        let analytic = rows(
-            grads
-                .get(var.as_tensor())
-                .expect("a gradient for every parameter"),
-        );
-        let base = rows(var.as_tensor());
-        for i in 0..base.len() {
-            let at = |delta: f64| {
-                let mut p = base.clone();
-                p[i] += delta;
-                var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu).unwrap())
-                    .unwrap();
-                loss().to_scalar::<f64>().unwrap()
-            };
-            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
-            at(0.0);
-            assert!(
-                (analytic[i] - numeric).abs() <= 1e-5 * (1.0 + numeric.abs()),
-                "{name}[{i}]: autograd {} vs finite differences {numeric}",
-                analytic[i]
-            );
-        }
+    let check = GradCheck {
+        atol: 1e-5,
+        ..GradCheck::default()
+    };
+    let loss = || density.log_prob(x)?.sum_all();
+    if let Err(e) = check.run_vars(&store.vars(), loss) {
+        panic!("{e}");
     }
 }
 

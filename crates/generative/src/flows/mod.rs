@@ -130,7 +130,7 @@ pub(crate) fn indicator(
 }
 
 /// Numerically stable `log(1 + exp(x))`.
-pub(crate) fn softplus(x: &Tensor) -> Result<Tensor> {
+pub fn softplus(x: &Tensor) -> Result<Tensor> {
     let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
     Ok((x.relu()? + tail)?)
 }
