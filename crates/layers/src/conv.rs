@@ -1,8 +1,9 @@
 //! Convolutions (1-D and 2-D) with a padding mode, stride, dilation and groups.
 //!
 //! Zero padding is part of the im2col gather; the other modes pad explicitly first (see
-//! [`crate::pad`]). Both run as im2col + GEMM built from differentiable candle ops (candle's
-//! conv1d gradient and its conv2d backward at stride > 1 failed our checks).
+//! [`crate::pad`]). 2-D convolutions run on candle's kernel where its backward pass is right and
+//! otherwise (stride > 1 on non-square maps) on im2col + GEMM built from differentiable candle
+//! ops; 1-D convolutions always take the latter (candle's conv1d gradient failed our checks).
 
 use candle_core::Tensor;
 
@@ -202,15 +203,20 @@ pub fn conv2d(
         PadMode::Zeros => (x.clone(), cfg.padding),
         mode => (pad2d(x, [cfg.padding; 4], mode)?, 0),
     };
-    // forja's im2col GEMM, not candle's conv2d: candle 0.11's backward is wrong at stride > 1
-    // on non-square maps, and its direct kernels are slower in training (one run each, 2 cores:
-    // ResNet-20 13 vs 22 samples/s, RealNVP-image 13 vs 34 with candle's kernel vs im2col).
-    let y = conv2d_im2col(
-        &x,
-        weight,
-        &ConvGeometry::square(p, cfg.stride, cfg.dilation, cfg.groups),
-        OP,
-    )?;
+    let (h, w) = (x.dim(2)?, x.dim(3)?);
+    let (kh, kw) = (weight.dim(2)?, weight.dim(3)?);
+    // candle's own conv2d is faster; its backward (0.11) is right except at stride > 1 when the
+    // feature map or the kernel is not square, where forja's im2col takes over.
+    let y = if cfg.stride == 1 || (h == w && kh == kw) {
+        x.conv2d(weight, p, cfg.stride, cfg.dilation, cfg.groups)?
+    } else {
+        conv2d_im2col(
+            &x,
+            weight,
+            &ConvGeometry::square(p, cfg.stride, cfg.dilation, cfg.groups),
+            OP,
+        )?
+    };
     add_bias(y, bias, 4)
 }
 
