@@ -10,11 +10,10 @@ use forja_data::Batch;
 use forja_train::{
     Metrics, Monitor, Optimizer, ParamStore, Result, RunConfig, StepCtx, Task, TrainError,
 };
-use rand::Rng;
 
 use crate::gan::{Gan, GanConfig, GanLoss};
-use crate::picture::{tails, write_panels, Grid, PANEL};
-use crate::vae::standard_normal;
+use crate::noise::{standard_normal, uniform};
+use crate::picture::{keep_points, tails, write_panels, Grid, PANEL};
 
 /// Generated samples scored at every evaluation.
 pub const EVAL_SAMPLES: usize = 2500;
@@ -128,9 +127,7 @@ impl Task for GanTask {
         if let GanLoss::Wasserstein { gp, .. } = self.gan.config().loss {
             metrics.insert("wasserstein".into(), -scalar(&d_loss)?);
             if let Some(lambda) = gp {
-                let mut rng = forja_data::seed::rng(self.seed, &[1, step]);
-                let alpha: Vec<f32> = (0..n).map(|_| rng.gen()).collect();
-                let alpha = Tensor::from_vec(alpha, n, &self.device)?;
+                let alpha = uniform(n, self.seed, &[1, step], &self.device)?;
                 let penalty = self.gan.gradient_penalty(&real, &fake, &alpha)?;
                 metrics.insert("gradient_penalty".into(), scalar(&penalty)?);
                 d_loss = (d_loss + (penalty * lambda)?)?;
@@ -164,9 +161,7 @@ impl Task for GanTask {
             let fake = self.sample(m, &[3, b as u64])?;
             sum += scalar(&self.gan.discriminator_loss(&real, &fake)?)? * m as f64;
             n += m;
-            let room = (2 * EVAL_SAMPLES).saturating_sub(self.shown.len());
-            let flat: Vec<f32> = real.flatten_all()?.to_vec1()?;
-            self.shown.extend(flat.into_iter().take(room));
+            keep_points(&mut self.shown, &real, 2 * EVAL_SAMPLES)?;
         }
         let mut metrics = Metrics::from([("loss".to_string(), sum / n.max(1) as f64)]);
         if let Some(modes) = &self.modes {

@@ -10,6 +10,7 @@ pub mod flows;
 pub mod gan;
 mod gan_task;
 mod models;
+pub mod noise;
 pub mod picture;
 mod task;
 pub mod vae;

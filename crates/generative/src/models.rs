@@ -226,12 +226,8 @@ fn gan_task(
     loss: GanLoss,
     d_steps: usize,
 ) -> forja_train::Result<Box<dyn Task>> {
-    let data_dim = match *data.item_shape {
-        [d] => d,
-        _ => data.item_shape.iter().product(),
-    };
     let gan = GanConfig {
-        data_dim,
+        data_dim: data.item_shape.iter().product(),
         latent: 8,
         hidden: 128,
         layers: 3,

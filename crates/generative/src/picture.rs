@@ -67,6 +67,17 @@ impl Grid {
     }
 }
 
+/// Appends the values of `inputs` to `shown` until it holds `limit` of them: the test points
+/// that a model's picture shows, kept during evaluation.
+pub fn keep_points(shown: &mut Vec<f32>, inputs: &Tensor, limit: usize) -> Result<()> {
+    let room = limit.saturating_sub(shown.len());
+    if room > 0 {
+        let flat: Vec<f32> = inputs.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        shown.extend(flat.into_iter().take(room));
+    }
+    Ok(())
+}
+
 /// `p(x)` at every cell centre of `grid`, evaluated in batches.
 pub fn density_on_grid(density: &FlowDensity, grid: &Grid, device: &Device) -> Result<Vec<f64>> {
     let centres = grid.centres();

@@ -8,9 +8,9 @@ use forja_data::Batch;
 use forja_train::{
     Metrics, Monitor, ParamStore, Result, RunConfig, StepCtx, Task, TrainError, TrainState,
 };
-use rand::Rng;
 
 use crate::flows::{Flow, FlowDensity};
+use crate::noise::uniform;
 use crate::picture;
 
 /// The logit transform's margin for images (RealNVP's α = 0.05).
@@ -159,9 +159,7 @@ impl FlowTask {
 /// Dequantizes `x = k / 255` to `y = (k + u) / 256` and applies the logit transform; returns
 /// `w` and `log|det ∂w/∂y|` per image.
 fn to_logit_space(x: &Tensor, seed: u64, noise_seed: &[u64]) -> Result<(Tensor, Tensor)> {
-    let mut rng = forja_data::seed::rng(seed, noise_seed);
-    let noise: Vec<f32> = (0..x.elem_count()).map(|_| rng.gen::<f32>()).collect();
-    let u = Tensor::from_vec(noise, x.shape(), x.device())?;
+    let u = uniform(x.shape(), seed, noise_seed, x.device())?;
     let k = x.clamp(0f32, 1f32)?.affine(255.0, 0.0)?.round()?;
     let y = ((k + u)? / 256.0)?;
     let s = y.affine(1.0 - 2.0 * LOGIT_ALPHA, LOGIT_ALPHA)?;
@@ -189,13 +187,7 @@ impl Task for FlowTask {
         for (b, batch) in batches.enumerate() {
             let batch = batch?;
             if let DataKind::Points { dim } = self.kind {
-                let room = (SHOWN_POINTS * dim).saturating_sub(self.shown.len());
-                let flat: Vec<f32> = batch
-                    .inputs
-                    .flatten_all()?
-                    .to_dtype(DType::F32)?
-                    .to_vec1()?;
-                self.shown.extend(flat.into_iter().take(room));
+                picture::keep_points(&mut self.shown, &batch.inputs, SHOWN_POINTS * dim)?;
             }
             // Fixed dequantization noise, so evaluations of a run compare.
             let lp = self.log_prob(&batch.inputs, &[1, b as u64])?.detach();

@@ -4,9 +4,10 @@
 
 use std::f64::consts::TAU;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+use crate::noise::standard_normal;
 use crate::{GenerativeError, Result};
 
 /// The decoder's observation model.
@@ -189,20 +190,6 @@ fn log_normal(eps: &Tensor, logvar: Option<&Tensor>) -> Result<Tensor> {
         // Jacobian of z = μ + σ ε: the density of z is that of ε divided by Π σ.
         Some(lv) => base.broadcast_sub(&(lv.sum(D::Minus1)? * 0.5)?)?,
     })
-}
-
-/// Seeded standard normal noise of `shape`, reproducible for `(seed, path)`.
-pub fn standard_normal(
-    shape: &[usize],
-    seed: u64,
-    path: &[u64],
-    dtype: DType,
-    device: &Device,
-) -> Result<Tensor> {
-    let mut rng = forja_data::seed::rng(seed, path);
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n).map(|_| forja_data::seed::normal(&mut rng)).collect();
-    Ok(Tensor::from_vec(v, shape, device)?.to_dtype(dtype)?)
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@ use forja_data::Batch;
 use forja_train::{
     Metrics, Monitor, ParamStore, Result, RunConfig, StepCtx, Task, TrainError, TrainState,
 };
-use rand::Rng;
 
+use crate::noise::{standard_normal, uniform};
 use crate::picture::image_grid;
-use crate::vae::{standard_normal, Likelihood, Vae, VaeConfig};
+use crate::vae::{Likelihood, Vae, VaeConfig};
 
 /// Importance samples of the IWAE bound reported at every evaluation.
 pub const EVAL_IWAE_K: usize = 64;
@@ -73,14 +73,8 @@ impl VaeTask {
         if self.vae.config().likelihood != Likelihood::Bernoulli {
             return Ok(x);
         }
-        let mut rng = forja_data::seed::rng(self.seed, path);
-        let v: Vec<f32> = x
-            .flatten_all()?
-            .to_vec1::<f32>()?
-            .into_iter()
-            .map(|p| f32::from(u8::from(rng.gen::<f32>() < p)))
-            .collect();
-        Ok(Tensor::from_vec(v, x.shape(), x.device())?)
+        let u = uniform(x.shape(), self.seed, path, x.device())?;
+        Ok(u.lt(&x)?.to_dtype(DType::F32)?)
     }
 
     fn images(&self, flat: &Tensor) -> Result<Tensor> {

@@ -41,6 +41,12 @@ where
 }
 
 impl GradCheck {
+    /// Whether `diff = |a - numeric|` is within tolerance; written so that a NaN on either side
+    /// fails the check.
+    fn agree(&self, diff: f64, a: f64, numeric: f64) -> bool {
+        diff <= self.atol + self.rtol * a.abs().max(numeric.abs())
+    }
+
     pub fn run<F>(&self, inputs: &[Tensor], f: F) -> Result<f64>
     where
         F: Fn(&[Tensor]) -> candle_core::Result<Tensor>,
@@ -85,9 +91,7 @@ impl GradCheck {
                 let numeric = (eval(self.eps)? - eval(-self.eps)?) / (2.0 * self.eps);
                 let diff = (a - numeric).abs();
                 worst = worst.max(diff);
-                // Written so that a NaN on either side fails the check.
-                let within = diff <= self.atol + self.rtol * a.abs().max(numeric.abs());
-                if !within {
+                if !self.agree(diff, a, numeric) {
                     return Err(LayerError::GradCheck(format!(
                         "input {i} {:?}, element {j}: autograd {a:.10e} vs finite difference {numeric:.10e}",
                         input.dims()
@@ -125,8 +129,7 @@ impl GradCheck {
                 var.set(&Tensor::from_vec(base.clone(), var.shape(), var.device())?)?;
                 let diff = (a - numeric).abs();
                 worst = worst.max(diff);
-                let within = diff <= self.atol + self.rtol * a.abs().max(numeric.abs());
-                if !within {
+                if !self.agree(diff, a, numeric) {
                     return Err(LayerError::GradCheck(format!(
                         "{name}, element {j}: autograd {a:.10e} vs finite difference {numeric:.10e}"
                     )));

@@ -5,6 +5,7 @@ use std::f64::consts::TAU;
 use candle_core::{DType, Device, Tensor, D};
 
 use super::Flow;
+use crate::noise::standard_normal;
 use crate::Result;
 
 /// `p(x) = N(f⁻¹(x); 0, I) |det ∂f⁻¹/∂x|`.
@@ -35,11 +36,9 @@ impl FlowDensity {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let mut rng = forja_data::seed::rng(seed, &[]);
-        let z: Vec<f64> = (0..n * self.dim)
-            .map(|_| temperature * forja_data::seed::normal(&mut rng))
-            .collect();
-        let z = Tensor::from_vec(z, (n, self.dim), device)?.to_dtype(dtype)?;
+        // Scaled in f64 before the conversion, as the draws are.
+        let z = (standard_normal(&[n, self.dim], seed, &[], DType::F64, device)? * temperature)?
+            .to_dtype(dtype)?;
         Ok(self.flow.forward_detached(&z)?.0)
     }
 }
