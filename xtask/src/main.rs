@@ -149,6 +149,22 @@ struct Hyper {
     /// Augmentation: rotate training images by a random angle in [-D, D] degrees.
     #[arg(long, value_name = "D")]
     rotate: Option<f32>,
+    /// Augmentation: elastic deformation by up to ALPHA pixels, smoothed over SIGMA pixels
+    /// (image and mask together); `0,0` turns a model's default off.
+    #[arg(long, value_name = "ALPHA,SIGMA", value_parser = pixel_pair)]
+    elastic: Option<[f32; 2]>,
+}
+
+/// Two numbers written `A,B`.
+fn pixel_pair(s: &str) -> Result<[f32; 2], String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    match parts.as_slice() {
+        [a, b] => match (a.trim().parse(), b.trim().parse()) {
+            (Ok(a), Ok(b)) => Ok([a, b]),
+            _ => Err(format!("expected two numbers ALPHA,SIGMA, got {s:?}")),
+        },
+        _ => Err(format!("expected two numbers ALPHA,SIGMA, got {s:?}")),
+    }
 }
 
 impl Hyper {
@@ -173,6 +189,7 @@ impl Hyper {
             ("--flip", self.flip),
             ("--crop", self.crop.is_some()),
             ("--rotate", self.rotate.is_some()),
+            ("--elastic", self.elastic.is_some()),
         ];
         flags
             .into_iter()
@@ -221,6 +238,9 @@ impl Hyper {
         cfg.augment.flip |= self.flip;
         cfg.augment.crop_padding = self.crop.unwrap_or(cfg.augment.crop_padding);
         cfg.augment.rotate_degrees = self.rotate.unwrap_or(cfg.augment.rotate_degrees);
+        if let Some(e) = self.elastic {
+            cfg.augment.elastic = (e[0] > 0.0).then_some(e);
+        }
     }
 }
 
@@ -426,12 +446,17 @@ mod tests {
             "4",
             "--rotate",
             "15",
+            "--elastic",
+            "8,6",
         ])
         .unwrap();
         let Command::Train(args) = cli.command else {
             panic!("not the train command");
         };
-        assert_eq!(args.hyper.given(), ["--flip", "--crop", "--rotate"]);
+        assert_eq!(
+            args.hyper.given(),
+            ["--flip", "--crop", "--rotate", "--elastic"]
+        );
         let mut cfg = RunConfig::new("resnet20", "synth-digits");
         args.hyper.apply(&mut cfg);
         assert_eq!(
@@ -439,7 +464,8 @@ mod tests {
             forja_train::Augment {
                 flip: true,
                 crop_padding: 4,
-                rotate_degrees: 15.0
+                rotate_degrees: 15.0,
+                elastic: Some([8.0, 6.0]),
             }
         );
         assert!(cfg.augment.transform().is_some());

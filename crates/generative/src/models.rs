@@ -5,7 +5,7 @@
 
 use candle_core::Device;
 use candle_nn::VarBuilder;
-use forja_train::{DataSpec, ModelEntry, OptimizerKind, RunConfig, Schedule, Task};
+use forja_train::{DataSpec, ModelEntry, OptimizerKind, RunConfig, Task};
 
 use crate::flows::{
     AutoregressiveFlow, Composite, Coupling, CouplingConfig, CouplingKind, Flow, MadeConfig,
@@ -20,11 +20,7 @@ use crate::vae_task::VaeTask;
 
 /// Adam with a cosine schedule and gradient clipping, for the 2-D densities.
 fn points_recipe(cfg: &mut RunConfig) {
-    cfg.epochs = 20;
-    cfg.batch_size = 256;
-    cfg.optimizer.kind = OptimizerKind::Adam;
-    cfg.optimizer.lr = 1e-3;
-    cfg.schedule = Schedule::Cosine { min_factor: 0.0 };
+    cfg.adam_cosine(20, 256, 1e-3);
     cfg.clip_norm = Some(10.0);
 }
 

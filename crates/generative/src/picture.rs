@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use forja_train::picture::{image_grid, viridis, write_rgb_png};
 use forja_train::{Result, TrainError};
 
 use crate::flows::FlowDensity;
@@ -96,21 +97,6 @@ pub fn density_on_grid(density: &FlowDensity, grid: &Grid, device: &Device) -> R
     Ok(out)
 }
 
-/// A perceptually ordered colour map (viridis, interpolated between five of its stops).
-fn colour(t: f64) -> [u8; 3] {
-    const STOPS: [[f64; 3]; 5] = [
-        [68.0, 1.0, 84.0],
-        [59.0, 82.0, 139.0],
-        [33.0, 145.0, 140.0],
-        [94.0, 201.0, 98.0],
-        [253.0, 231.0, 37.0],
-    ];
-    let x = t.clamp(0.0, 1.0) * 4.0;
-    let k = (x.floor() as usize).min(3);
-    let f = x - k as f64;
-    std::array::from_fn(|i| (STOPS[k][i] + f * (STOPS[k + 1][i] - STOPS[k][i])).round() as u8)
-}
-
 /// Side of a panel in pixels (and cells of the grids drawn in it).
 pub const PANEL: usize = 240;
 const GAP: usize = 6;
@@ -133,10 +119,10 @@ pub fn write_panels(path: &Path, panels: &[Vec<f64>]) -> Result<()> {
         for (k, v) in values.iter().enumerate().take(PANEL * PANEL) {
             let (row, col) = (k / PANEL, p * (PANEL + GAP) + k % PANEL);
             let at = 3 * (row * width + col);
-            rgb[at..at + 3].copy_from_slice(&colour(*v));
+            rgb[at..at + 3].copy_from_slice(&viridis(*v));
         }
     }
-    write_png(path, width, PANEL, rgb)
+    write_rgb_png(path, width, PANEL, rgb)
 }
 
 /// Writes `density.png`: the test points' histogram, the model density and the histogram of
@@ -175,43 +161,9 @@ pub fn sample_grid(task: &FlowTask, run_dir: &Path) -> Result<()> {
     image_grid(&run_dir.join("samples.png"), &Tensor::cat(&tiles, 0)?, 10)
 }
 
-/// Writes images `[N, C, H, W]` (values in [0, 1], C = 1 or 3) as a PNG grid of `cols`
-/// columns with 2-pixel white borders.
-pub fn image_grid(path: &Path, images: &Tensor, cols: usize) -> Result<()> {
-    let border = 2;
-    let (n, c, h, w) = images.dims4()?;
-    let values: Vec<f32> = images.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let (tile_h, tile_w) = (h + border, w + border);
-    let (width, height) = (cols * tile_w + border, n.div_ceil(cols) * tile_h + border);
-    let mut rgb = vec![255u8; width * height * 3];
-    for i in 0..n {
-        let (top, left) = (border + i / cols * tile_h, border + i % cols * tile_w);
-        for y in 0..h {
-            for x in 0..w {
-                let at = 3 * ((top + y) * width + left + x);
-                for ch in 0..3 {
-                    let v = values[((i * c + ch.min(c - 1)) * h + y) * w + x];
-                    rgb[at + ch] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-                }
-            }
-        }
-    }
-    write_png(path, width, height, rgb)
-}
-
 fn io(path: &Path, source: std::io::Error) -> TrainError {
     TrainError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Encodes an RGB buffer as PNG and writes it atomically.
-fn write_png(path: &Path, width: usize, height: usize, rgb: Vec<u8>) -> Result<()> {
-    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb)
-        .ok_or_else(|| TrainError::Plot(format!("{}: buffer size mismatch", path.display())))?;
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut bytes, image::ImageFormat::Png)
-        .map_err(|e| TrainError::Plot(format!("{}: {e}", path.display())))?;
-    forja_data::fs::write_atomic(path, bytes.get_ref()).map_err(|e| io(path, e))
 }

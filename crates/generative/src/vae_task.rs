@@ -9,8 +9,9 @@ use forja_train::{
     Metrics, Monitor, ParamStore, Result, RunConfig, StepCtx, Task, TrainError, TrainState,
 };
 
+use forja_train::picture::image_grid;
+
 use crate::noise::{standard_normal, uniform};
-use crate::picture::image_grid;
 use crate::vae::{Likelihood, Vae, VaeConfig};
 
 /// Importance samples of the IWAE bound reported at every evaluation.

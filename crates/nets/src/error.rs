@@ -7,6 +7,8 @@ pub enum NetError {
         shape: Vec<usize>,
         why: String,
     },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("{model} needs a labelled dataset with class indices")]
     NeedsClasses { model: &'static str },
     #[error("{model} predicts one class per image, but the dataset's targets have shape {target_shape:?} (per-pixel masks?); pick a classification dataset")]

@@ -1,4 +1,4 @@
-//! Classic image networks for forja — LeNet-5, AlexNet, ZFNet, VGG, GoogLeNet, ResNet — built from `forja-layers`. Each
+//! Classic image networks for forja — LeNet-5, AlexNet, ZFNet, VGG, GoogLeNet, ResNet, autoencoders and U-Net — built from `forja-layers`. Each
 //! model registers itself with the trainer's registry, so `cargo xtask train <name>` finds it.
 //!
 //! ```
@@ -14,21 +14,31 @@
 //! # Ok(()) }
 //! ```
 
+pub mod ae_task;
 pub mod alexnet;
+pub mod autoencoder;
 mod blocks;
+pub mod embed;
 mod error;
 pub mod googlenet;
 mod lenet;
 pub mod lenet1998;
 mod register;
 pub mod resnet;
+pub mod segment;
+pub mod unet;
+pub mod unet_task;
 pub mod vgg;
 
 pub use alexnet::{AlexNet, AlexNetConfig, ConvSpec};
+pub use autoencoder::{
+    AeArch, Autoencoder, AutoencoderConfig, CodeActivation, Penalty, ReconstructionLoss,
+};
 pub use blocks::ConvBn;
 pub use error::{NetError, Result};
 pub use googlenet::{GoogLeNet, GoogLeNetConfig, InceptionSpec};
 pub use lenet::LeNet5;
 pub use lenet1998::LeNet5_1998;
 pub use resnet::{BlockKind, ResNet, ResNetConfig, Stem};
+pub use unet::{UNet, UNetConfig, UNetLayout};
 pub use vgg::{Vgg, VggConfig, VggHead};

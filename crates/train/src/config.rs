@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use forja_data::transform::{Compose, Flip, RandomCrop, RandomRotation, Transform};
+use forja_data::transform::{Compose, Elastic, Flip, RandomCrop, RandomRotation, Transform};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,10 @@ pub struct Augment {
     pub crop_padding: usize,
     /// Rotate by a random angle in [-D, D] degrees.
     pub rotate_degrees: f32,
+    /// Elastic deformation `[alpha, sigma]` in pixels (largest shift, smoothness), image and
+    /// mask together.
+    #[serde(default)]
+    pub elastic: Option<[f32; 2]>,
 }
 
 impl Augment {
@@ -62,6 +66,9 @@ impl Augment {
             steps.push(Box::new(RandomRotation {
                 degrees: self.rotate_degrees,
             }));
+        }
+        if let Some([alpha, sigma]) = self.elastic {
+            steps.push(Box::new(Elastic { alpha, sigma }));
         }
         (!steps.is_empty()).then(|| Arc::new(Compose(steps)) as Arc<dyn Transform>)
     }
@@ -89,6 +96,16 @@ impl RunConfig {
         }
     }
 
+    /// The common recipe of the generative models, autoencoders and U-Net: Adam at `lr`
+    /// with a cosine schedule to zero.
+    pub fn adam_cosine(&mut self, epochs: usize, batch_size: usize, lr: f64) {
+        self.epochs = epochs;
+        self.batch_size = batch_size;
+        self.optimizer.kind = crate::OptimizerKind::Adam;
+        self.optimizer.lr = lr;
+        self.schedule = Schedule::Cosine { min_factor: 0.0 };
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(TrainError::Config(m.to_string()));
         if self.epochs == 0 {
@@ -102,6 +119,9 @@ impl RunConfig {
         }
         if !(0.0..=180.0).contains(&self.augment.rotate_degrees) {
             return bad("rotation must be between 0 and 180 degrees");
+        }
+        if matches!(self.augment.elastic, Some([a, s]) if !(a >= 0.0 && s > 0.0)) {
+            return bad("elastic deformation needs alpha >= 0 and sigma > 0 pixels");
         }
         if matches!(self.clip_norm, Some(c) if c.is_nan() || c <= 0.0) {
             return bad("clip norm must be positive");

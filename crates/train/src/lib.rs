@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod optim;
 mod params;
+pub mod picture;
 pub mod plot;
 mod record;
 pub mod registry;

@@ -89,3 +89,57 @@ pub fn curves(path: &Path, records: &[Record]) -> Result<()> {
     }
     root.present().map_err(|e| err(&e))
 }
+
+/// A 2-D scatter of `points`, coloured by their class `labels` (a legend entry per class),
+/// e.g. a map of a model's codes.
+pub fn scatter(path: &Path, title: &str, points: &[[f64; 2]], labels: &[u32]) -> Result<()> {
+    register_font();
+    let err = |e: &dyn std::fmt::Display| TrainError::Plot(format!("{}: {e}", path.display()));
+    let range = |axis: usize| {
+        let (lo, hi) = points
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+                (lo.min(p[axis]), hi.max(p[axis]))
+            });
+        let pad = ((hi - lo) * 0.05).max(1e-9);
+        if lo.is_finite() {
+            (lo - pad)..(hi + pad)
+        } else {
+            -1.0..1.0
+        }
+    };
+    let root = BitMapBackend::new(path, (640, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(range(0), range(1))
+        .map_err(|e| err(&e))?;
+    chart.configure_mesh().draw().map_err(|e| err(&e))?;
+    let mut classes: Vec<u32> = labels.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    for class in classes {
+        let colour = Palette99::pick(class as usize).to_rgba();
+        let members = points
+            .iter()
+            .zip(labels)
+            .filter(|(_, &l)| l == class)
+            .map(|(p, _)| Circle::new((p[0], p[1]), 2, colour.filled()));
+        chart
+            .draw_series(members)
+            .map_err(|e| err(&e))?
+            .label(format!("class {class}"))
+            .legend(move |(x, y)| Circle::new((x + 6, y), 4, colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}

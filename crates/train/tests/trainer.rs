@@ -28,7 +28,7 @@ fn digits(split: Split, n: usize, seed: u64) -> Arc<dyn forja_data::Dataset> {
     Arc::new(synth_digits::generate(split, n, seed).unwrap())
 }
 
-/// A short run; its training images are flipped and shifted at random, so resuming must also
+/// A short run; its training images are flipped, shifted and elastically deformed at random, so resuming must also
 /// repeat the augmentation.
 fn config(epochs: usize) -> RunConfig {
     RunConfig {
@@ -39,6 +39,7 @@ fn config(epochs: usize) -> RunConfig {
             flip: true,
             crop_padding: 2,
             rotate_degrees: 0.0,
+            elastic: Some([2.0, 3.0]),
         },
         ..RunConfig::new("mlp", "synth-digits")
     }

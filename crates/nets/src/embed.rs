@@ -1,0 +1,287 @@
+//! Low-dimensional views of codes: PCA (exact, by Jacobi eigen-decomposition of the
+//! covariance), t-SNE (the `bhtsne` crate) and UMAP (the `umap-rs` crate), plus principal
+//! angles between subspaces, which test that a linear autoencoder learns PCA.
+
+/// Eigenvalues (descending) and unit eigenvectors (as rows, in the same order) of a symmetric
+/// `n` x `n` matrix, by cyclic Jacobi rotations: exact to rounding, fine for n up to a few
+/// hundred.
+pub fn symmetric_eigen(matrix: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
+    assert_eq!(matrix.len(), n * n, "a {n}x{n} matrix has {} values", n * n);
+    let mut a = matrix.to_vec();
+    let mut v: Vec<f64> = (0..n * n)
+        .map(|k| f64::from(u8::from(k / n == k % n)))
+        .collect();
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j].powi(2))
+            .sum();
+        let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().max(f64::MIN_POSITIVE);
+        if off <= 1e-26 * scale {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                let sign = if theta >= 0.0 { 1.0 } else { -1.0 };
+                let t = sign / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let (c, s) = (1.0 / (t * t + 1.0).sqrt(), t / (t * t + 1.0).sqrt());
+                for k in 0..n {
+                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+                for k in 0..n {
+                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| a[j * n + j].total_cmp(&a[i * n + i]));
+    let values = order.iter().map(|&i| a[i * n + i]).collect();
+    let vectors = order
+        .iter()
+        .map(|&i| (0..n).map(|k| v[k * n + i]).collect())
+        .collect();
+    (values, vectors)
+}
+
+/// Principal component analysis of `rows` points of `dim` values (row-major).
+#[derive(Debug, Clone)]
+pub struct Pca {
+    pub mean: Vec<f64>,
+    /// Unit principal axes, largest variance first.
+    pub components: Vec<Vec<f64>>,
+    /// Variance along each axis.
+    pub variances: Vec<f64>,
+}
+
+impl Pca {
+    /// The top `k` components.
+    pub fn fit(data: &[f32], dim: usize, k: usize) -> Self {
+        let rows = data.len() / dim.max(1);
+        let mut mean = vec![0.0; dim];
+        for row in data.chunks(dim) {
+            for (m, &x) in mean.iter_mut().zip(row) {
+                *m += x as f64 / rows as f64;
+            }
+        }
+        let mut cov = vec![0.0; dim * dim];
+        for row in data.chunks(dim) {
+            let centred: Vec<f64> = row.iter().zip(&mean).map(|(&x, m)| x as f64 - m).collect();
+            for i in 0..dim {
+                for j in i..dim {
+                    cov[i * dim + j] += centred[i] * centred[j];
+                }
+            }
+        }
+        let denom = rows.saturating_sub(1).max(1) as f64;
+        for i in 0..dim {
+            for j in i..dim {
+                cov[i * dim + j] /= denom;
+                cov[j * dim + i] = cov[i * dim + j];
+            }
+        }
+        let (values, vectors) = symmetric_eigen(&cov, dim);
+        Self {
+            mean,
+            components: vectors.into_iter().take(k).collect(),
+            variances: values.into_iter().take(k).collect(),
+        }
+    }
+
+    /// Coordinates of each point along the components.
+    pub fn project(&self, data: &[f32]) -> Vec<Vec<f64>> {
+        data.chunks(self.mean.len())
+            .map(|row| {
+                self.components
+                    .iter()
+                    .map(|c| {
+                        row.iter()
+                            .zip(&self.mean)
+                            .zip(c)
+                            .map(|((&x, m), w)| (x as f64 - m) * w)
+                            .sum()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Gram-Schmidt: an orthonormal basis of the span of `vectors` (dependent ones dropped).
+fn orthonormal(vectors: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let mut basis: Vec<Vec<f64>> = Vec::new();
+    for v in vectors {
+        let mut u = v.clone();
+        for _ in 0..2 {
+            for b in &basis {
+                let dot: f64 = u.iter().zip(b).map(|(x, y)| x * y).sum();
+                u.iter_mut().zip(b).for_each(|(x, y)| *x -= dot * y);
+            }
+        }
+        let norm = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm > 1e-10 {
+            basis.push(u.into_iter().map(|x| x / norm).collect());
+        }
+    }
+    basis
+}
+
+/// Principal angles (radians, ascending) between the spans of two sets of vectors: the arc
+/// cosines of the singular values of Q_a^T Q_b.
+pub fn principal_angles(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<f64> {
+    let (qa, qb) = (orthonormal(a), orthonormal(b));
+    let m: Vec<Vec<f64>> = qa
+        .iter()
+        .map(|x| {
+            qb.iter()
+                .map(|y| x.iter().zip(y).map(|(p, q)| p * q).sum())
+                .collect()
+        })
+        .collect();
+    // Singular values squared: eigenvalues of M M^T.
+    let k = m.len();
+    let mmt: Vec<f64> = (0..k * k)
+        .map(|ij| m[ij / k].iter().zip(&m[ij % k]).map(|(p, q)| p * q).sum())
+        .collect();
+    let (values, _) = symmetric_eigen(&mmt, k);
+    values
+        .into_iter()
+        .map(|s2| s2.clamp(0.0, 1.0).sqrt().acos())
+        .collect()
+}
+
+fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
+}
+
+/// A 2-D t-SNE embedding (Barnes-Hut, perplexity 30, 1000 iterations) started from the PCA
+/// projection, so it is deterministic.
+pub fn tsne_2d(data: &[f32], dim: usize) -> Vec<[f64; 2]> {
+    let rows: Vec<&[f32]> = data.chunks(dim).collect();
+    let perplexity = 30f32.min((rows.len().saturating_sub(1) / 3).max(1) as f32);
+    let init: Vec<f32> = pca_init(data, dim, 1e-4).into_iter().flatten().collect();
+    let mut tsne = bhtsne::tSNE::<f32, &[f32], 2>::new(&rows);
+    tsne.perplexity(perplexity)
+        .epochs(1000)
+        .initial_embedding(init)
+        .barnes_hut(0.5, |a, b| squared_distance(a, b).sqrt());
+    tsne.embedding()
+        .chunks(2)
+        .map(|p| [p[0] as f64, p[1] as f64])
+        .collect()
+}
+
+/// The first two principal coordinates, scaled so the first has standard deviation `sd`
+/// (t-SNE starts at 1e-4, UMAP at 10).
+fn pca_init(data: &[f32], dim: usize, sd: f64) -> Vec<[f32; 2]> {
+    let pca = Pca::fit(data, dim, 2);
+    let coords = pca.project(data);
+    let scale = sd / pca.variances.first().map_or(1.0, |v| v.sqrt().max(1e-12));
+    coords
+        .iter()
+        .map(|c| {
+            [
+                (c[0] * scale) as f32,
+                (c.get(1).copied().unwrap_or(0.0) * scale) as f32,
+            ]
+        })
+        .collect()
+}
+
+/// A 2-D UMAP embedding (15 neighbours, found exactly) started from the PCA projection.
+pub fn umap_2d(data: &[f32], dim: usize) -> Vec<[f64; 2]> {
+    use ndarray::Array2;
+    let n = data.len() / dim;
+    let k = 15.min(n.saturating_sub(1)).max(1);
+    let mut indices = Array2::<u32>::zeros((n, k));
+    let mut dists = Array2::<f32>::zeros((n, k));
+    let rows: Vec<&[f32]> = data.chunks(dim).collect();
+    for i in 0..n {
+        let mut d: Vec<(f32, usize)> = (0..n)
+            .map(|j| (squared_distance(rows[i], rows[j]), j))
+            .collect();
+        d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // The point itself comes first, at distance 0, as umap-learn's nearest neighbours do.
+        for (slot, &(d2, j)) in d.iter().take(k).enumerate() {
+            indices[(i, slot)] = j as u32;
+            dists[(i, slot)] = d2.sqrt();
+        }
+    }
+    let init = pca_init(data, dim, 10.0);
+    let init = Array2::from_shape_fn((n, 2), |(i, c)| init[i][c]);
+    let data = Array2::from_shape_vec((n, dim), data.to_vec()).expect("n * dim values");
+    let umap = umap_rs::Umap::new(umap_rs::UmapConfig::default());
+    let fitted = umap.fit(data.view(), indices.view(), dists.view(), init.view());
+    fitted
+        .embedding()
+        .rows()
+        .into_iter()
+        .map(|r| [r[0] as f64, r[1] as f64])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jacobi_recovers_the_eigen_decomposition_of_a_known_matrix() {
+        // Q diag(5, 2, 0.5) Q^T for a rotation Q.
+        let (c, s) = (0.6f64, 0.8f64);
+        let q = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]];
+        let d = [5.0, 2.0, 0.5];
+        let m: Vec<f64> = (0..9)
+            .map(|ij| (0..3).map(|k| q[ij / 3][k] * d[k] * q[ij % 3][k]).sum())
+            .collect();
+        let (values, vectors) = symmetric_eigen(&m, 3);
+        for (v, e) in values.iter().zip(d) {
+            assert!((v - e).abs() < 1e-12, "{values:?}");
+        }
+        let first: f64 = vectors[0].iter().zip([c, s, 0.0]).map(|(a, b)| a * b).sum();
+        assert!((first.abs() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn principal_angles_are_zero_for_one_span_and_right_for_orthogonal_spans() {
+        let a = vec![vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 0.0]];
+        let same = vec![vec![1.0, 1.0, 0.0], vec![1.0, -2.0, 0.0]];
+        assert!(principal_angles(&a, &same).iter().all(|t| t.abs() < 1e-6));
+        let tilted = vec![vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 1.0]];
+        let angles = principal_angles(&a, &tilted);
+        assert!(
+            angles[0].abs() < 1e-6 && (angles[1] - std::f64::consts::FRAC_PI_4).abs() < 1e-6,
+            "{angles:?}"
+        );
+    }
+
+    #[test]
+    fn pca_finds_the_axis_of_largest_variance() {
+        // Points on the line y = 2x plus a little orthogonal spread.
+        let data: Vec<f32> = (0..200)
+            .flat_map(|i| {
+                let t = i as f32 / 20.0 - 5.0;
+                let e = if i % 2 == 0 { 0.01 } else { -0.01 };
+                [t - 2.0 * e, 2.0 * t + e]
+            })
+            .collect();
+        let pca = Pca::fit(&data, 2, 2);
+        let axis = &pca.components[0];
+        let cos = (axis[0] + 2.0 * axis[1]).abs() / 5f64.sqrt();
+        assert!((cos - 1.0).abs() < 1e-6, "{axis:?}");
+        assert!(pca.variances[0] > 1000.0 * pca.variances[1]);
+    }
+}
