@@ -175,19 +175,39 @@ fn vae_recipe(cfg: &mut RunConfig) {
     cfg.optimizer.lr = 1e-3;
 }
 
-forja_train::inventory::submit! {
-    ModelEntry {
-        name: "vae-mlp",
-        family: "vae",
-        summary: "VAE, MLP 400 hidden, 20-D latent, Bernoulli decoder on dynamically binarized images",
-        default_dataset: "synth-digits",
-        configure: vae_recipe,
-        build: |cfg, data, device| {
-            let task = VaeTask::new(cfg, &data.item_shape, device, |input| VaeConfig::mlp(input, 20))?;
-            Ok(Box::new(task))
-        },
-    }
+/// Registers a VAE whose configuration `make` builds from the image shape.
+macro_rules! register_vae {
+    ($name:literal, $summary:literal, $make:expr) => {
+        forja_train::inventory::submit! {
+            ModelEntry {
+                name: $name,
+                family: "vae",
+                summary: $summary,
+                default_dataset: "synth-digits",
+                configure: vae_recipe,
+                build: |cfg, data, device| {
+                    Ok(Box::new(VaeTask::new(cfg, &data.item_shape, device, $make)?))
+                },
+            }
+        }
+    };
 }
+
+register_vae!(
+    "vae-mlp",
+    "VAE, MLP 400 hidden, 20-D latent, Bernoulli decoder on dynamically binarized images",
+    |shape| VaeConfig::mlp(shape.iter().product(), 20)
+);
+register_vae!(
+    "vae-conv",
+    "convolutional VAE (4x4/2 convs 32-64, fc 256, 20-D latent), Bernoulli decoder",
+    |shape| VaeConfig::conv(shape, 20)
+);
+register_vae!(
+    "vae-mlp-2d",
+    "the MLP VAE with a 2-D latent: latent.png (test codes by class) and manifold.png (decoded lattice of z)",
+    |shape| VaeConfig::mlp(shape.iter().product(), 2)
+);
 
 /// Adam 2e-4 with β1 = 0.5 (Radford et al.), one discriminator step per generator step.
 fn gan_recipe(cfg: &mut RunConfig) {
@@ -332,32 +352,72 @@ mod tests {
     }
 
     #[test]
-    fn vae_training_lowers_the_negative_elbo_and_draws_its_pictures() {
-        let mut cfg = RunConfig::new("vae-mlp", "synth-digits");
-        vae_recipe(&mut cfg);
-        (cfg.epochs, cfg.batch_size) = (2, 64);
-        (cfg.limit_train, cfg.limit_test) = (Some(1280), Some(256));
-        let dev = Device::Cpu;
-        let (train, test) = run::open_data(&cfg).unwrap();
-        let mut task =
-            VaeTask::new(&cfg, &train.item_shape(), &dev, |i| VaeConfig::mlp(i, 20)).unwrap();
-        let loader = forja_data::Loader::new(test.clone(), 64, &dev).unwrap();
-        let before = task.evaluate(&mut loader.epoch(0)).unwrap();
+    fn a_2d_vae_draws_its_latent_scatter_and_decoded_manifold() {
+        let entry = forja_train::registry::find("vae-mlp-2d").unwrap();
+        let mut cfg = RunConfig::new("vae-mlp-2d", "synth-digits");
+        (entry.configure)(&mut cfg);
+        (cfg.epochs, cfg.limit_train, cfg.limit_test) = (1, Some(256), Some(100));
         let tmp = tempfile::tempdir().unwrap();
-        let after = Trainer::new(cfg, tmp.path(), &dev)
-            .unwrap()
-            .progress(false)
-            .fit(&mut task, train, test, None)
-            .unwrap()
-            .metrics;
-        // 784 binary pixels: an untrained decoder scores about 784 ln 2 = 543 nats.
-        assert!(
-            after["loss"] < before["loss"] - 150.0,
-            "{before:?} -> {after:?}"
-        );
-        assert!(after["nll_iwae64"] <= after["loss"], "{after:?}");
-        assert!(tmp.path().join("samples.png").is_file());
-        assert!(tmp.path().join("reconstructions.png").is_file());
+        let summary = run::train(cfg, tmp.path(), &Device::Cpu, false).unwrap();
+        for file in ["latent.png", "manifold.png", "samples.png"] {
+            assert!(summary.run_dir.join(file).is_file(), "no {file}");
+        }
+        let manifold = image::open(summary.run_dir.join("manifold.png")).unwrap();
+        // 20 tiles of 28 pixels and 2-pixel borders per side.
+        assert_eq!((manifold.width(), manifold.height()), (602, 602));
+    }
+
+    #[test]
+    fn normal_quantiles_match_tabulated_values() {
+        use crate::vae_task::normal_quantile;
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.975, 1.959_963_984_540_054),
+            (0.025, -1.959_963_984_540_054),
+            (0.841_344_746_068_542_9, 1.0),
+            (1e-6, -4.753_424_308_822_899),
+        ] {
+            let got = normal_quantile(p);
+            assert!(
+                (got - z).abs() < 1e-8 * z.abs().max(1.0),
+                "{p}: {got} vs {z}"
+            );
+        }
+    }
+
+    #[test]
+    fn vae_training_lowers_the_negative_elbo_and_draws_its_pictures() {
+        type Make = fn([usize; 3]) -> VaeConfig;
+        let makers: [(&str, Make); 2] = [
+            ("mlp", |s| VaeConfig::mlp(s.iter().product(), 20)),
+            ("conv", |s| VaeConfig::conv(s, 20)),
+        ];
+        for (name, make) in makers {
+            let mut cfg = RunConfig::new("vae-mlp", "synth-digits");
+            vae_recipe(&mut cfg);
+            (cfg.epochs, cfg.batch_size) = (2, 64);
+            (cfg.limit_train, cfg.limit_test) = (Some(1280), Some(256));
+            let dev = Device::Cpu;
+            let (train, test) = run::open_data(&cfg).unwrap();
+            let mut task = VaeTask::new(&cfg, &train.item_shape(), &dev, make).unwrap();
+            let loader = forja_data::Loader::new(test.clone(), 64, &dev).unwrap();
+            let before = task.evaluate(&mut loader.epoch(0)).unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            let after = Trainer::new(cfg, tmp.path(), &dev)
+                .unwrap()
+                .progress(false)
+                .fit(&mut task, train, test, None)
+                .unwrap()
+                .metrics;
+            // 784 binary pixels: an untrained decoder scores about 784 ln 2 = 543 nats.
+            assert!(
+                after["loss"] < before["loss"] - 150.0,
+                "{name}: {before:?} -> {after:?}"
+            );
+            assert!(after["nll_iwae64"] <= after["loss"], "{name}: {after:?}");
+            assert!(tmp.path().join("samples.png").is_file());
+            assert!(tmp.path().join("reconstructions.png").is_file());
+        }
     }
 
     /// The energy distance `2 E|X - Y| - E|X - X'| - E|Y - Y'|` between 800 generated points

@@ -5,7 +5,8 @@
 use std::f64::consts::TAU;
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::{seq, Linear, Sequential, VarBuilder};
+use forja_layers::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
 
 use crate::noise::standard_normal;
 use crate::{GenerativeError, Result};
@@ -28,6 +29,8 @@ pub struct VaeConfig {
     /// Weight of the KL term (β-VAE; 1 is the ELBO).
     pub beta: f64,
     pub likelihood: Likelihood,
+    /// `Some([C, H, W])`: convolutional encoder and decoder for images of that shape.
+    pub conv: Option<[usize; 3]>,
 }
 
 impl VaeConfig {
@@ -39,18 +42,32 @@ impl VaeConfig {
             latent,
             beta: 1.0,
             likelihood: Likelihood::Bernoulli,
+            conv: None,
+        }
+    }
+
+    /// The convolutional VAE: two 4x4 stride-2 convolutions (32, 64 channels) and a 256-unit
+    /// layer to the code; the decoder mirrors it with transposed convolutions. Sides must be
+    /// multiples of 4.
+    pub fn conv(shape: [usize; 3], latent: usize) -> Self {
+        Self {
+            hidden: 256,
+            conv: Some(shape),
+            ..Self::mlp(shape.iter().product(), latent)
         }
     }
 }
 
-/// `x -> 400 ReLU -> (μ, log σ²)`, `z -> 400 ReLU -> x` (logits or means).
+/// MLP: `x -> 400 ReLU -> (μ, log σ²)`, `z -> 400 ReLU -> x` (logits or means);
+/// convolutional: see [`VaeConfig::conv`].
 pub struct Vae {
     cfg: VaeConfig,
-    enc: Linear,
+    /// Flat inputs to the last hidden layer.
+    enc: Sequential,
     enc_mu: Linear,
     enc_logvar: Linear,
-    dec: Linear,
-    dec_out: Linear,
+    /// Codes to flat logits or means.
+    dec: Sequential,
 }
 
 /// Per-sample terms of the bound, each `[N]`.
@@ -77,13 +94,66 @@ impl Vae {
             });
         }
         let (i, h, l) = (cfg.input, cfg.hidden, cfg.latent);
+        let (enc, dec) = match cfg.conv {
+            None => (
+                seq()
+                    .add(candle_nn::linear(i, h, vb.pp("encoder.fc"))?)
+                    .add_fn(|x| x.relu()),
+                seq()
+                    .add(candle_nn::linear(l, h, vb.pp("decoder.fc"))?)
+                    .add_fn(|x| x.relu())
+                    .add(candle_nn::linear(h, i, vb.pp("decoder.out"))?),
+            ),
+            Some([c, ih, iw]) => {
+                if c * ih * iw != i || ih % 4 != 0 || iw % 4 != 0 {
+                    return Err(GenerativeError::Config {
+                        layer: "vae",
+                        msg: format!("the convolutional VAE needs images with sides divisible by 4 and {i} pixels, got {:?}", cfg.conv),
+                    });
+                }
+                let down = ConvConfig::default().stride(2).padding(1);
+                let up = ConvTransposeConfig::default().stride(2).padding(1);
+                let (fh, fw) = (ih / 4, iw / 4);
+                let inner = 64 * fh * fw;
+                (
+                    seq()
+                        .add_fn(move |x| x.reshape((x.dim(0)?, c, ih, iw)))
+                        .add(Conv2d::new(c, 32, 4, down, vb.pp("encoder.conv1"))?)
+                        .add_fn(|x| x.relu())
+                        .add(Conv2d::new(32, 64, 4, down, vb.pp("encoder.conv2"))?)
+                        .add_fn(|x| x.relu()?.flatten_from(1))
+                        .add(candle_nn::linear(inner, h, vb.pp("encoder.fc"))?)
+                        .add_fn(|x| x.relu()),
+                    seq()
+                        .add(candle_nn::linear(l, h, vb.pp("decoder.fc"))?)
+                        .add_fn(|x| x.relu())
+                        .add(candle_nn::linear(h, inner, vb.pp("decoder.fc2"))?)
+                        .add_fn(move |x| x.relu()?.reshape((x.dim(0)?, 64, fh, fw)))
+                        .add(ConvTranspose2d::new(
+                            64,
+                            32,
+                            4,
+                            up,
+                            vb.pp("decoder.deconv1"),
+                        )?)
+                        .add_fn(|x| x.relu())
+                        .add(ConvTranspose2d::new(
+                            32,
+                            c,
+                            4,
+                            up,
+                            vb.pp("decoder.deconv2"),
+                        )?)
+                        .add_fn(|x| x.flatten_from(1)),
+                )
+            }
+        };
         Ok(Self {
             cfg: cfg.clone(),
-            enc: candle_nn::linear(i, h, vb.pp("encoder.fc"))?,
+            enc,
             enc_mu: candle_nn::linear(h, l, vb.pp("encoder.mu"))?,
             enc_logvar: candle_nn::linear(h, l, vb.pp("encoder.logvar"))?,
-            dec: candle_nn::linear(l, h, vb.pp("decoder.fc"))?,
-            dec_out: candle_nn::linear(h, i, vb.pp("decoder.out"))?,
+            dec,
         })
     }
 
@@ -93,13 +163,13 @@ impl Vae {
 
     /// `(μ, log σ²)` of q(z|x), each `[N, latent]`, for `x: [N, input]`.
     pub fn encode(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let h = self.enc.forward(x)?.relu()?;
+        let h = self.enc.forward(x)?;
         Ok((self.enc_mu.forward(&h)?, self.enc_logvar.forward(&h)?))
     }
 
     /// The decoder's output for `z`: Bernoulli logits or Gaussian means.
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
-        Ok(self.dec_out.forward(&self.dec.forward(z)?.relu()?)?)
+        Ok(self.dec.forward(z)?)
     }
 
     /// The decoder's mean image: `sigmoid(logits)` or the Gaussian mean.
@@ -254,6 +324,7 @@ mod tests {
             latent: 2,
             beta: 1.0,
             likelihood,
+            conv: None,
         };
         let vae = Vae::new(&cfg, store.var_builder(DType::F64, &Device::Cpu)).unwrap();
         (store, vae)

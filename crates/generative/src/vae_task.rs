@@ -19,6 +19,10 @@ pub const EVAL_IWAE_K: usize = 64;
 
 /// How many test images the reconstruction picture shows.
 const SHOWN: usize = 10;
+/// Test codes in the latent scatter of a 2-D latent space.
+const MAPPED: usize = 2000;
+/// Side of the lattice of z decoded into `manifold.png`.
+const LATTICE: usize = 20;
 
 pub struct VaeTask {
     vae: Vae,
@@ -29,15 +33,18 @@ pub struct VaeTask {
     device: Device,
     /// The first test images of the last evaluation (as the model saw them).
     shown: Option<Tensor>,
+    /// Posterior means and classes of test images, for a 2-D latent space.
+    mapped: Vec<[f64; 2]>,
+    labels: Vec<u32>,
 }
 
 impl VaeTask {
-    /// A VAE over images of `item_shape` (`[C, H, W]`); `make_cfg` gets the pixel count.
+    /// A VAE over images of `item_shape` (`[C, H, W]`), configured by `make_cfg` for it.
     pub fn new(
         cfg: &RunConfig,
         item_shape: &[usize],
         device: &Device,
-        make_cfg: impl FnOnce(usize) -> VaeConfig,
+        make_cfg: impl FnOnce([usize; 3]) -> VaeConfig,
     ) -> Result<Self> {
         let shape = match *item_shape {
             [c, h, w] if c * h * w > 0 => [c, h, w],
@@ -48,10 +55,7 @@ impl VaeTask {
             }
         };
         let params = ParamStore::new(cfg.seed);
-        let vae = Vae::new(
-            &make_cfg(shape.iter().product()),
-            params.var_builder(DType::F32, device),
-        )?;
+        let vae = Vae::new(&make_cfg(shape), params.var_builder(DType::F32, device))?;
         Ok(Self {
             vae,
             train: TrainState::new(params, cfg.optimizer.clone())?,
@@ -60,6 +64,8 @@ impl VaeTask {
             seed: cfg.seed,
             device: device.clone(),
             shown: None,
+            mapped: Vec::new(),
+            labels: Vec::new(),
         })
     }
 
@@ -81,6 +87,73 @@ impl VaeTask {
     fn images(&self, flat: &Tensor) -> Result<Tensor> {
         let [c, h, w] = self.shape;
         Ok(flat.reshape((flat.dim(0)?, c, h, w))?)
+    }
+}
+
+impl VaeTask {
+    /// Kingma & Welling's figures for a 2-D latent space: `latent.png`, the posterior means
+    /// of test images coloured by class, and `manifold.png`, the decoder means on a lattice
+    /// z = (Φ⁻¹(u), Φ⁻¹(v)) for u, v evenly spaced in (0, 1), so equal areas of the prior.
+    fn latent_figures(&self, run_dir: &Path) -> Result<()> {
+        if !self.labels.is_empty() {
+            let path = run_dir.join("latent.png");
+            forja_train::plot::scatter(&path, "posterior means", &self.mapped, &self.labels)?;
+        }
+        let quantiles: Vec<f32> = (0..LATTICE)
+            .map(|k| normal_quantile((k as f64 + 0.5) / LATTICE as f64) as f32)
+            .collect();
+        // Rows go down in z2, columns right in z1, as in a plot.
+        let z: Vec<f32> = (0..LATTICE * LATTICE)
+            .flat_map(|p| [quantiles[p % LATTICE], quantiles[LATTICE - 1 - p / LATTICE]])
+            .collect();
+        let z = Tensor::from_vec(z, (LATTICE * LATTICE, 2), &self.device)?;
+        let images = self.images(&self.vae.mean(&z)?.detach())?;
+        image_grid(&run_dir.join("manifold.png"), &images, LATTICE)
+    }
+}
+
+/// Φ⁻¹(p), the standard normal quantile, by Acklam's rational approximation (relative error
+/// below 1.2e-9) for p in (0, 1).
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let poly = |c: &[f64], x: f64| c.iter().fold(0.0, |acc, k| acc * x + k);
+    let tail = |q: f64| poly(&C, q) / (poly(&D, q) * q + 1.0);
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        poly(&A, r) * q / (poly(&B, r) * r + 1.0)
     }
 }
 
@@ -121,6 +194,8 @@ impl Task for VaeTask {
     ) -> Result<Metrics> {
         let (mut neg_elbo, mut kl, mut nll, mut n) = (0.0, 0.0, 0.0, 0usize);
         self.shown = None;
+        self.mapped.clear();
+        self.labels.clear();
         for (b, batch) in batches.enumerate() {
             let batch = batch?;
             // Fixed binarization and noise, so evaluations of a run compare.
@@ -139,6 +214,15 @@ impl Task for VaeTask {
             n += batch.len();
             if self.shown.is_none() {
                 self.shown = Some(x.narrow(0, 0, SHOWN.min(x.dim(0)?))?);
+            }
+            let room = MAPPED.saturating_sub(self.labels.len()).min(batch.len());
+            if self.vae.config().latent == 2 && batch.targets.rank() == 1 && room > 0 {
+                let (mu, _) = self.vae.encode(&x.narrow(0, 0, room)?)?;
+                let mu: Vec<f32> = mu.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                self.mapped
+                    .extend(mu.chunks(2).map(|m| [m[0] as f64, m[1] as f64]));
+                self.labels
+                    .extend(batch.targets.narrow(0, 0, room)?.to_vec1::<u32>()?);
             }
         }
         let n = n.max(1) as f64;
@@ -167,6 +251,9 @@ impl Task for VaeTask {
             let recon = self.vae.mean(&mu)?.detach();
             let both = Tensor::cat(&[self.images(x)?, self.images(&recon)?], 0)?;
             image_grid(&run_dir.join("reconstructions.png"), &both, x.dim(0)?)?;
+        }
+        if latent == 2 {
+            self.latent_figures(run_dir)?;
         }
         Ok(())
     }
