@@ -157,12 +157,9 @@ struct Hyper {
 
 /// Two numbers written `A,B`.
 fn pixel_pair(s: &str) -> Result<[f32; 2], String> {
-    let parts: Vec<&str> = s.split(',').collect();
-    match parts.as_slice() {
-        [a, b] => match (a.trim().parse(), b.trim().parse()) {
-            (Ok(a), Ok(b)) => Ok([a, b]),
-            _ => Err(format!("expected two numbers ALPHA,SIGMA, got {s:?}")),
-        },
+    let (a, b) = s.split_once(',').unwrap_or((s, ""));
+    match (a.trim().parse(), b.trim().parse()) {
+        (Ok(a), Ok(b)) => Ok([a, b]),
         _ => Err(format!("expected two numbers ALPHA,SIGMA, got {s:?}")),
     }
 }

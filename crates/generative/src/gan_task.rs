@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use forja_data::densities::{Density, MODE_STD};
 use forja_data::Batch;
 use forja_train::{
-    Metrics, Monitor, Optimizer, ParamStore, Result, RunConfig, StepCtx, Task, TrainError,
+    scalar, Metrics, Monitor, Optimizer, ParamStore, Result, RunConfig, StepCtx, Task, TrainError,
 };
 
 use crate::gan::{Gan, GanConfig, GanLoss};
@@ -109,10 +109,6 @@ impl GanTask {
         let covered = per_mode.iter().filter(|&&c| c >= COVERED_MIN).count();
         (covered, good as f64 / (samples.len() / 2).max(1) as f64)
     }
-}
-
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
 impl Task for GanTask {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use forja_train::picture::{image_grid, viridis, write_rgb_png};
-use forja_train::{Result, TrainError};
+use forja_train::Result;
 
 use crate::flows::FlowDensity;
 use crate::task::FlowTask;
@@ -146,7 +146,7 @@ pub fn density_panels(task: &FlowTask, run_dir: &Path) -> Result<()> {
         grid.lo, grid.hi, grid.res
     );
     let path = run_dir.join("density.json");
-    forja_data::fs::write_atomic(&path, json.as_bytes()).map_err(|e| io(&path, e))
+    forja_data::fs::write_atomic(&path, json.as_bytes()).map_err(forja_train::io_at(&path))
 }
 
 /// Temperatures of the rows of `samples.png`.
@@ -159,11 +159,4 @@ pub fn sample_grid(task: &FlowTask, run_dir: &Path) -> Result<()> {
         tiles.push(task.sample(20, t, 0xC0FFEE + k as u64)?);
     }
     image_grid(&run_dir.join("samples.png"), &Tensor::cat(&tiles, 0)?, 10)
-}
-
-fn io(path: &Path, source: std::io::Error) -> TrainError {
-    TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }

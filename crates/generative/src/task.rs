@@ -175,7 +175,7 @@ impl Task for FlowTask {
         self.train
             .optimizer
             .backward_step(&loss, ctx.lr_factor, self.clip_norm)?;
-        Ok(self.metrics(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?))
+        Ok(self.metrics(forja_train::scalar(&loss)?))
     }
 
     fn evaluate(
@@ -191,7 +191,7 @@ impl Task for FlowTask {
             }
             // Fixed dequantization noise, so evaluations of a run compare.
             let lp = self.log_prob(&batch.inputs, &[1, b as u64])?.detach();
-            sum -= lp.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+            sum -= forja_train::scalar(&lp.sum_all()?)?;
             n += batch.len();
         }
         Ok(self.metrics(sum / n.max(1) as f64))

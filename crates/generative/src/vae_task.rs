@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use forja_data::Batch;
 use forja_train::{
-    Metrics, Monitor, ParamStore, Result, RunConfig, StepCtx, Task, TrainError, TrainState,
+    scalar, Metrics, Monitor, ParamStore, Result, RunConfig, StepCtx, Task, TrainError, TrainState,
 };
 
 use forja_train::picture::image_grid;
@@ -158,11 +158,11 @@ pub fn normal_quantile(p: f64) -> f64 {
 }
 
 fn mean(t: &Tensor) -> Result<f64> {
-    Ok(t.mean_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    scalar(&t.mean_all()?)
 }
 
 fn sum(t: &Tensor) -> Result<f64> {
-    Ok(t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    scalar(&t.sum_all()?)
 }
 
 impl Task for VaeTask {

@@ -4,9 +4,9 @@
 //! `cargo run --release -p forja-nets --example unet_weight_map -- /tmp/unet`
 
 use candle_core::{DType, Device, Tensor};
-use forja_data::synth_cells::{SynthCells, CELL};
+use forja_data::synth_cells::SynthCells;
 use forja_data::Split;
-use forja_nets::segment::WeightMap;
+use forja_nets::segment::{cell_masks, WeightMap};
 use forja_nets::{UNet, UNetConfig, UNetLayout};
 use forja_train::picture::{viridis, write_tiles};
 use forja_train::ParamStore;
@@ -17,17 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size = 128;
     let sample = SynthCells::new(Split::Test, 1, size, 0)?.sample(0)?;
     // The paper's two classes: cell interiors against everything else, borders included.
-    let labels: Vec<u32> = sample
-        .semantic
-        .iter()
-        .map(|&s| u32::from(s == CELL))
-        .collect();
-    let cells: Vec<u32> = sample
-        .instances
-        .iter()
-        .zip(&labels)
-        .map(|(&i, &l)| i * l)
-        .collect();
+    let (labels, cells) = cell_masks(&sample.semantic, &sample.instances);
     let weights = WeightMap::PAPER.compute(&labels, &cells, size, size, 2);
     let max = weights.iter().cloned().fold(0f32, f32::max);
     println!(

@@ -9,7 +9,7 @@ use forja_data::transform::{GaussianNoise, Image, MaskingNoise, Transform};
 use forja_data::Batch;
 use forja_train::picture::image_grid;
 use forja_train::{
-    Metrics, Monitor, ParamStore, Result, RunConfig, StepCtx, Task, TrainError, TrainState,
+    scalar, Metrics, Monitor, ParamStore, Result, RunConfig, StepCtx, Task, TrainError, TrainState,
 };
 
 use crate::autoencoder::{
@@ -92,23 +92,19 @@ impl AeTask {
     }
 }
 
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-}
-
 impl Task for AeTask {
     fn train_step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<Metrics> {
         let x = &batch.inputs;
         let input = self.corrupt(x, &[0, ctx.step as u64])?;
-        let (loss, _) = self.ae.loss(&input, x)?;
-        let total = loss.total()?;
+        let pass = self.ae.loss(&input, x)?;
+        let total = pass.total()?;
         self.train
             .optimizer
             .backward_step(&total, ctx.lr_factor, self.clip_norm)?;
         Ok(Metrics::from([
             ("loss".into(), scalar(&total)?),
-            ("reconstruction".into(), scalar(&loss.reconstruction)?),
-            ("penalty".into(), scalar(&loss.penalty)?),
+            ("reconstruction".into(), scalar(&pass.reconstruction)?),
+            ("penalty".into(), scalar(&pass.penalty)?),
         ]))
     }
 
@@ -126,13 +122,14 @@ impl Task for AeTask {
             let x = &batch.inputs;
             // Fixed corruption per test batch, so evaluations compare.
             let input = self.corrupt(x, &[1, b as u64])?;
-            let (loss, codes) = self.ae.loss(&input, x)?;
+            let pass = self.ae.loss(&input, x)?;
             let m = batch.len();
-            loss_sum += scalar(&loss.total()?)? * m as f64;
-            rec_sum += scalar(&loss.reconstruction)? * m as f64;
-            let output = self.ae.decode(&codes)?;
-            psnr_out += psnr(&output, x)?.iter().sum::<f64>();
-            psnr_in += psnr(&input, x)?.iter().sum::<f64>();
+            loss_sum += scalar(&pass.total()?)? * m as f64;
+            rec_sum += scalar(&pass.reconstruction)? * m as f64;
+            psnr_out += psnr(&pass.output, x)?.iter().sum::<f64>();
+            if self.corruption != Corruption::None {
+                psnr_in += psnr(&input, x)?.iter().sum::<f64>();
+            }
             n += m;
             if self.shown.is_none() {
                 let k = SHOWN.min(m);
@@ -141,7 +138,7 @@ impl Task for AeTask {
             // Class indices only (one per sample); segmentation masks have no colour to give.
             let room = MAP_POINTS.saturating_sub(self.labels.len()).min(m);
             if room > 0 && batch.targets.rank() == 1 {
-                let codes = codes.narrow(0, 0, room)?.to_dtype(DType::F32)?;
+                let codes = pass.codes.narrow(0, 0, room)?.to_dtype(DType::F32)?;
                 self.codes.extend(codes.flatten_all()?.to_vec1::<f32>()?);
                 self.labels
                     .extend(batch.targets.narrow(0, 0, room)?.to_vec1::<u32>()?);
@@ -186,14 +183,12 @@ impl Task for AeTask {
         if self.labels.len() < 3 {
             return Ok(());
         }
-        let pca = Pca::fit(&self.codes, dim, 2);
-        let plane: Vec<[f64; 2]> = pca
-            .project(&self.codes)
-            .into_iter()
-            .map(|c| [c[0], c.get(1).copied().unwrap_or(0.0)])
-            .collect();
         let maps = [
-            ("latent_pca.png", "codes: PCA", plane),
+            (
+                "latent_pca.png",
+                "codes: PCA",
+                Pca::fit(&self.codes, dim, 2).plane(&self.codes),
+            ),
             ("latent_tsne.png", "codes: t-SNE", tsne_2d(&self.codes, dim)),
             ("latent_umap.png", "codes: UMAP", umap_2d(&self.codes, dim)),
         ];

@@ -5,7 +5,7 @@
 
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
-use forja_layers::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
+use forja_layers::{Activation, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
 
 use crate::{NetError, Result};
 
@@ -124,8 +124,7 @@ enum Step {
     Linear(Linear),
     Conv(Conv2d),
     ConvT(ConvTranspose2d),
-    Relu,
-    Sigmoid,
+    Act(Activation),
     Flatten,
     Reshape([usize; 3]),
 }
@@ -136,8 +135,7 @@ impl Module for Step {
             Step::Linear(l) => l.forward(x),
             Step::Conv(c) => c.forward(x),
             Step::ConvT(c) => c.forward(x),
-            Step::Relu => x.relu(),
-            Step::Sigmoid => candle_nn::ops::sigmoid(x),
+            Step::Act(a) => a.forward(x),
             Step::Flatten => x.flatten_from(1),
             Step::Reshape([c, h, w]) => x.reshape((x.dim(0)?, *c, *h, *w)),
         }
@@ -156,13 +154,16 @@ pub struct Autoencoder {
     decoder: Vec<Step>,
 }
 
-/// The loss of a batch: its mean reconstruction term and mean penalty.
-pub struct AeLoss {
+/// One pass over a batch: its mean reconstruction term and mean penalty, the codes and the
+/// reconstructions (`[N, C, H, W]`, as [`Autoencoder::decode`] gives them).
+pub struct AePass {
     pub reconstruction: Tensor,
     pub penalty: Tensor,
+    pub codes: Tensor,
+    pub output: Tensor,
 }
 
-impl AeLoss {
+impl AePass {
     pub fn total(&self) -> candle_core::Result<Tensor> {
         &self.reconstruction + &self.penalty
     }
@@ -188,7 +189,7 @@ impl Autoencoder {
                 let widths: Vec<usize> = [n].into_iter().chain(hidden.iter().copied()).collect();
                 for (k, pair) in widths.windows(2).enumerate() {
                     encoder.push(linear(pair[0], pair[1], enc.pp(k))?);
-                    encoder.push(Step::Relu);
+                    encoder.push(Step::Act(Activation::Relu));
                 }
                 encoder.push(linear(
                     *widths.last().unwrap_or(&n),
@@ -201,7 +202,7 @@ impl Autoencoder {
                     .collect();
                 for (k, pair) in back.windows(2).enumerate() {
                     if k > 0 {
-                        decoder.push(Step::Relu);
+                        decoder.push(Step::Act(Activation::Relu));
                     }
                     decoder.push(linear(pair[0], pair[1], dec.pp(k))?);
                 }
@@ -215,25 +216,25 @@ impl Autoencoder {
                 let inner = [32, h / 4, w / 4];
                 encoder = vec![
                     Step::Conv(Conv2d::new(c, 16, 3, down, enc.pp("0"))?),
-                    Step::Relu,
+                    Step::Act(Activation::Relu),
                     Step::Conv(Conv2d::new(16, 32, 3, down, enc.pp("1"))?),
-                    Step::Relu,
+                    Step::Act(Activation::Relu),
                     Step::Flatten,
                     linear(inner.iter().product(), latent, enc.pp("2"))?,
                 ];
                 decoder = vec![
                     linear(latent, inner.iter().product(), dec.pp("0"))?,
-                    Step::Relu,
+                    Step::Act(Activation::Relu),
                     Step::Reshape(inner),
                     Step::ConvT(ConvTranspose2d::new(32, 16, 3, up, dec.pp("1"))?),
-                    Step::Relu,
+                    Step::Act(Activation::Relu),
                     Step::ConvT(ConvTranspose2d::new(16, c, 3, up, dec.pp("2"))?),
                     Step::Flatten,
                 ];
             }
         }
         if cfg.code == CodeActivation::Sigmoid {
-            encoder.push(Step::Sigmoid);
+            encoder.push(Step::Act(Activation::Sigmoid));
         }
         Ok(Self {
             cfg: cfg.clone(),
@@ -258,10 +259,14 @@ impl Autoencoder {
 
     /// Reconstructions `[N, C, H, W]` of codes (sigmoid outputs but for the linear model).
     pub fn decode(&self, h: &Tensor) -> Result<Tensor> {
-        let out = self.decoder_output(h)?;
+        self.activate(&self.decoder_output(h)?)
+    }
+
+    /// The decoder's last affine output as images: through a sigmoid unless linear.
+    fn activate(&self, out: &Tensor) -> Result<Tensor> {
         let out = match self.cfg.arch {
-            AeArch::Linear => out,
-            _ => candle_nn::ops::sigmoid(&out)?,
+            AeArch::Linear => out.clone(),
+            _ => candle_nn::ops::sigmoid(out)?,
         };
         let [c, hh, w] = self.cfg.input;
         Ok(out.reshape((out.dim(0)?, c, hh, w))?)
@@ -276,31 +281,29 @@ impl Autoencoder {
         }
     }
 
-    /// Loss of reconstructing `target` from `input` (the same tensor unless denoising), both
-    /// `[N, C, H, W]`; returns the codes too.
-    pub fn loss(&self, input: &Tensor, target: &Tensor) -> Result<(AeLoss, Tensor)> {
-        let h = self.encode(input)?;
-        let out = self.decoder_output(&h)?;
+    /// Encodes `input` and reconstructs it, scored against `target` (the same tensor unless
+    /// denoising), both `[N, C, H, W]`.
+    pub fn loss(&self, input: &Tensor, target: &Tensor) -> Result<AePass> {
+        let codes = self.encode(input)?;
+        let out = self.decoder_output(&codes)?;
+        let output = self.activate(&out)?;
         let x = target.flatten_from(1)?;
-        let per_sample = match (self.cfg.loss, &self.cfg.arch) {
-            (_, AeArch::Linear) => (out - &x)?.sqr()?.sum(D::Minus1)?,
-            (ReconstructionLoss::SquaredError, _) => (candle_nn::ops::sigmoid(&out)? - &x)?
-                .sqr()?
-                .sum(D::Minus1)?,
+        // The linear autoencoder has squared error (checked in `validate`).
+        let per_sample = match self.cfg.loss {
             // -[x log s(o) + (1 - x) log(1 - s(o))] = softplus(o) - x o.
-            (ReconstructionLoss::CrossEntropy, _) => {
-                (softplus(&out)? - (x * &out)?)?.sum(D::Minus1)?
+            ReconstructionLoss::CrossEntropy => {
+                (Activation::Softplus.forward(&out)? - (x * &out)?)?.sum(D::Minus1)?
+            }
+            ReconstructionLoss::SquaredError => {
+                (output.flatten_from(1)? - &x)?.sqr()?.sum(D::Minus1)?
             }
         };
-        let reconstruction = per_sample.mean_all()?;
-        let penalty = self.penalty(&h)?;
-        Ok((
-            AeLoss {
-                reconstruction,
-                penalty,
-            },
-            h,
-        ))
+        Ok(AePass {
+            reconstruction: per_sample.mean_all()?,
+            penalty: self.penalty(&codes)?,
+            codes,
+            output,
+        })
     }
 
     /// The code penalty of a batch (a scalar; zero without penalty).
@@ -332,12 +335,6 @@ impl Autoencoder {
             }
         })
     }
-}
-
-/// log(1 + e^x), stable for large |x|.
-fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
-    let positive = x.relu()?;
-    positive.clone() + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
 }
 
 /// Peak signal-to-noise ratio in dB of `estimate` against `clean`, per image, for values in

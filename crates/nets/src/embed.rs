@@ -102,6 +102,14 @@ impl Pca {
         }
     }
 
+    /// The first two coordinates of each point (0 for a missing second component): a map.
+    pub fn plane(&self, data: &[f32]) -> Vec<[f64; 2]> {
+        self.project(data)
+            .into_iter()
+            .map(|c| [c[0], c.get(1).copied().unwrap_or(0.0)])
+            .collect()
+    }
+
     /// Coordinates of each point along the components.
     pub fn project(&self, data: &[f32]) -> Vec<Vec<f64>> {
         data.chunks(self.mean.len())
@@ -173,7 +181,13 @@ fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
 pub fn tsne_2d(data: &[f32], dim: usize) -> Vec<[f64; 2]> {
     let rows: Vec<&[f32]> = data.chunks(dim).collect();
     let perplexity = 30f32.min((rows.len().saturating_sub(1) / 3).max(1) as f32);
-    let init: Vec<f32> = pca_init(data, dim, 1e-4).into_iter().flatten().collect();
+    // t-SNE's customary start: the first coordinate with standard deviation 1e-4.
+    let pca = Pca::fit(data, dim, 2);
+    let sd = pca.variances.first().map_or(1.0, |v| v.sqrt().max(1e-12));
+    let init: Vec<f32> = scaled(&pca.plane(data), 1e-4 / sd)
+        .iter()
+        .flat_map(|p| p.map(|v| v as f32))
+        .collect();
     let mut tsne = bhtsne::tSNE::<f32, &[f32], 2>::new(&rows);
     tsne.perplexity(perplexity)
         .epochs(1000)
@@ -185,21 +199,8 @@ pub fn tsne_2d(data: &[f32], dim: usize) -> Vec<[f64; 2]> {
         .collect()
 }
 
-/// The first two principal coordinates, scaled so the first has standard deviation `sd`
-/// (t-SNE starts at 1e-4; UMAP within about [-10, 10]).
-fn pca_init(data: &[f32], dim: usize, sd: f64) -> Vec<[f32; 2]> {
-    let pca = Pca::fit(data, dim, 2);
-    let coords = pca.project(data);
-    let scale = sd / pca.variances.first().map_or(1.0, |v| v.sqrt().max(1e-12));
-    coords
-        .iter()
-        .map(|c| {
-            [
-                (c[0] * scale) as f32,
-                (c.get(1).copied().unwrap_or(0.0) * scale) as f32,
-            ]
-        })
-        .collect()
+fn scaled(points: &[[f64; 2]], factor: f64) -> Vec<[f64; 2]> {
+    points.iter().map(|p| p.map(|v| v * factor)).collect()
 }
 
 /// UMAP's curve 1 / (1 + a d^(2b)) for min_dist 0.1 and spread 1 (the values umap-learn fits).
@@ -251,12 +252,13 @@ pub fn umap_2d(data: &[f32], dim: usize) -> Vec<[f64; 2]> {
     let mut next_sample = per_sample.clone();
     let mut next_negative = per_negative.clone();
 
-    let init = pca_init(data, dim, 1.0);
-    let peak = init.iter().flatten().fold(1e-12f32, |m, v| m.max(v.abs()));
-    let mut y: Vec<[f64; 2]> = init
+    // Started within [-10, 10], as umap-learn scales its spectral start.
+    let start = Pca::fit(data, dim, 2).plane(data);
+    let peak = start
         .iter()
-        .map(|p| [f64::from(p[0] / peak) * 10.0, f64::from(p[1] / peak) * 10.0])
-        .collect();
+        .flatten()
+        .fold(1e-12, |m: f64, v| m.max(v.abs()));
+    let mut y = scaled(&start, 10.0 / peak);
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0x0_5EED);
     let (a, b) = (UMAP_A, UMAP_B);
     for epoch in 1..=epochs {

@@ -32,7 +32,7 @@ pub mod vgg;
 
 pub use alexnet::{AlexNet, AlexNetConfig, ConvSpec};
 pub use autoencoder::{
-    AeArch, Autoencoder, AutoencoderConfig, CodeActivation, Penalty, ReconstructionLoss,
+    AeArch, AePass, Autoencoder, AutoencoderConfig, CodeActivation, Penalty, ReconstructionLoss,
 };
 pub use blocks::ConvBn;
 pub use error::{NetError, Result};

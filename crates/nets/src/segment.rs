@@ -70,6 +70,22 @@ fn lower_envelope(f: &[f64], d: &mut [f64]) {
     }
 }
 
+/// The paper's two classes from `synth-cells` masks: per pixel 1 for a cell interior, 0 for
+/// everything else (borders between touching cells included), and the cell each interior
+/// pixel belongs to (0 elsewhere).
+pub fn cell_masks(semantic: &[u32], instances: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let labels: Vec<u32> = semantic
+        .iter()
+        .map(|&s| u32::from(s == forja_data::synth_cells::CELL))
+        .collect();
+    let cells = instances
+        .iter()
+        .zip(&labels)
+        .map(|(&id, &l)| id * l)
+        .collect();
+    (labels, cells)
+}
+
 /// The paper's weight map w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2)).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WeightMap {

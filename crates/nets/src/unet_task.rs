@@ -7,13 +7,14 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use forja_data::synth_cells::CELL;
 use forja_data::Batch;
 use forja_train::picture::{viridis, write_tiles};
-use forja_train::{Metrics, Monitor, ParamStore, Result, RunConfig, StepCtx, Task, TrainState};
+use forja_train::{
+    scalar, Metrics, Monitor, ParamStore, Result, RunConfig, StepCtx, Task, TrainState,
+};
 
-use crate::segment::{components, separation, Separation, WeightMap};
-use crate::unet::{UNet, UNetConfig};
+use crate::segment::{cell_masks, components, separation, Separation, WeightMap};
+use crate::unet::{center_crop, UNet, UNetConfig};
 use crate::NetError;
 
 /// Test images drawn in `overlays.png`.
@@ -108,12 +109,7 @@ impl UNetTask {
             .map(|i| {
                 let semantic = crop(&all[(2 * i) * h * w..(2 * i + 1) * h * w]);
                 let instances = crop(&all[(2 * i + 1) * h * w..(2 * i + 2) * h * w]);
-                let labels: Vec<u32> = semantic.iter().map(|&s| u32::from(s == CELL)).collect();
-                let cells = instances
-                    .iter()
-                    .zip(&labels)
-                    .map(|(&id, &l)| id * l)
-                    .collect();
+                let (labels, cells) = cell_masks(&semantic, &instances);
                 Targets {
                     labels,
                     cells,
@@ -132,13 +128,8 @@ impl UNetTask {
         }
     }
 
-    /// Logits and the weighted mean cross-entropy over all pixels.
-    fn loss(
-        &self,
-        batch: &Batch,
-        targets: &[Targets],
-        weights: &[f32],
-    ) -> Result<(Tensor, Tensor)> {
+    /// Logits and the mean cross-entropy over all pixels, weighted by [`Self::weights`].
+    fn loss(&self, batch: &Batch, targets: &[Targets]) -> Result<(Tensor, Tensor)> {
         let logits = self.net.logits(&batch.inputs)?;
         let [h, w] = self.out_hw;
         let n = targets.len();
@@ -149,13 +140,10 @@ impl UNetTask {
         let labels = Tensor::from_vec(labels, (n, 1, h, w), &self.device)?;
         let log_p = candle_nn::ops::log_softmax(&logits, 1)?;
         let nll = log_p.gather(&labels, 1)?.neg()?.squeeze(1)?;
-        let weights = Tensor::from_vec(weights.to_vec(), (n, h, w), &self.device)?;
+        let weights: Vec<f32> = targets.iter().flat_map(|t| self.weights(t)).collect();
+        let weights = Tensor::from_vec(weights, (n, h, w), &self.device)?;
         Ok((logits, (nll * weights)?.mean_all()?))
     }
-}
-
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
 /// Predicted foreground per image, from the arg-max of the logits.
@@ -167,6 +155,10 @@ fn predicted(logits: &Tensor) -> Result<Vec<Vec<bool>>> {
         .chunks(per)
         .map(|c| c.iter().map(|&k| k == 1).collect())
         .collect())
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    a as f64 / b.max(1) as f64
 }
 
 /// Pixel and cell scores summed over a test set.
@@ -182,7 +174,13 @@ struct Scores {
 }
 
 impl Scores {
+    /// Pixel scores and cell matches of one image.
     fn add(&mut self, pred: &[bool], t: &Targets, [h, w]: [usize; 2]) {
+        self.add_pixels(pred, t);
+        self.cells += separation(pred, &t.cells, &t.instances, h, w);
+    }
+
+    fn add_pixels(&mut self, pred: &[bool], t: &Targets) {
         for (&p, &l) in pred.iter().zip(&t.labels) {
             let truth = l == 1;
             self.pixels += 1;
@@ -192,14 +190,16 @@ impl Scores {
             self.predicted += usize::from(p);
             self.truth += usize::from(truth);
         }
-        self.cells += separation(pred, &t.cells, &t.instances, h, w);
+    }
+
+    fn pixel_error(&self) -> f64 {
+        ratio(self.errors, self.pixels)
     }
 
     fn metrics(&self, loss: f64) -> Metrics {
-        let ratio = |a: usize, b: usize| a as f64 / b.max(1) as f64;
         Metrics::from([
             ("loss".into(), loss),
-            ("pixel_error".into(), ratio(self.errors, self.pixels)),
+            ("pixel_error".into(), self.pixel_error()),
             ("iou".into(), ratio(self.intersection, self.union)),
             (
                 "dice".into(),
@@ -220,24 +220,17 @@ impl Scores {
 impl Task for UNetTask {
     fn train_step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<Metrics> {
         let targets = self.targets(batch)?;
-        let weights: Vec<f32> = targets.iter().flat_map(|t| self.weights(t)).collect();
-        let (logits, loss) = self.loss(batch, &targets, &weights)?;
+        let (logits, loss) = self.loss(batch, &targets)?;
         self.train
             .optimizer
             .backward_step(&loss, ctx.lr_factor, self.clip_norm)?;
         let mut scores = Scores::default();
         for (pred, t) in predicted(&logits)?.iter().zip(&targets) {
-            for (&p, &l) in pred.iter().zip(&t.labels) {
-                scores.pixels += 1;
-                scores.errors += usize::from(p != (l == 1));
-            }
+            scores.add_pixels(pred, t);
         }
         Ok(Metrics::from([
             ("loss".into(), scalar(&loss)?),
-            (
-                "pixel_error".into(),
-                scores.errors as f64 / scores.pixels.max(1) as f64,
-            ),
+            ("pixel_error".into(), scores.pixel_error()),
         ]))
     }
 
@@ -251,8 +244,7 @@ impl Task for UNetTask {
         for batch in batches {
             let batch = batch?;
             let targets = self.targets(&batch)?;
-            let weights: Vec<f32> = targets.iter().flat_map(|t| self.weights(t)).collect();
-            let (logits, loss) = self.loss(&batch, &targets, &weights)?;
+            let (logits, loss) = self.loss(&batch, &targets)?;
             loss_sum += scalar(&loss)? * batch.len() as f64;
             n += batch.len();
             let preds = predicted(&logits)?;
@@ -304,11 +296,7 @@ impl Task for UNetTask {
 
 /// The first channel of one input `[C, H, W]`, centre-cropped to the output size.
 fn shown_input(image: &Tensor, [oh, ow]: [usize; 2]) -> Result<Vec<f32>> {
-    let (_, h, w) = image.dims3()?;
-    let plane = image
-        .get(0)?
-        .narrow(0, (h - oh) / 2, oh)?
-        .narrow(1, (w - ow) / 2, ow)?;
+    let plane = center_crop(&image.narrow(0, 0, 1)?.unsqueeze(0)?, oh, ow)?;
     Ok(plane.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
 }
 

@@ -67,8 +67,8 @@ fn the_linear_autoencoder_spans_the_top_principal_subspace() {
     )
     .unwrap();
     for _ in 0..4000 {
-        let (loss, _) = ae.loss(&x, &x).unwrap();
-        opt.backward_step(&loss.total().unwrap(), 1.0, None)
+        let pass = ae.loss(&x, &x).unwrap();
+        opt.backward_step(&pass.total().unwrap(), 1.0, None)
             .unwrap();
     }
     let w = values(ae.decoder_weight().unwrap()); // [dim, k]
@@ -144,7 +144,8 @@ fn sparsity_penalties_and_cross_entropy_match_their_formulas() {
             },
             DType::F64,
         );
-        let (loss, h) = ae.loss(&x, &x).unwrap();
+        let pass = ae.loss(&x, &x).unwrap();
+        let h = &pass.codes;
         let codes: Vec<Vec<f64>> = (0..5).map(|i| values(&h.get(i).unwrap())).collect();
         let expected = match penalty {
             Penalty::L1 { lambda } => {
@@ -160,13 +161,13 @@ fn sparsity_penalties_and_cross_entropy_match_their_formulas() {
             }
             _ => unreachable!(),
         };
-        let got = scalar(&loss.penalty);
+        let got = scalar(&pass.penalty);
         assert!(
             (got - expected).abs() < 1e-9,
             "{penalty:?}: {got} vs {expected}"
         );
         // Binary cross-entropy of the sigmoid reconstruction, summed over pixels.
-        let r = values(&ae.decode(&h).unwrap());
+        let r = values(&ae.decode(h).unwrap());
         let xv = values(&x);
         let bce: f64 = xv
             .iter()
@@ -174,7 +175,7 @@ fn sparsity_penalties_and_cross_entropy_match_their_formulas() {
             .map(|(t, p)| -(t * p.ln() + (1.0 - t) * (1.0 - p).ln()))
             .sum::<f64>()
             / 5.0;
-        assert!((scalar(&loss.reconstruction) - bce).abs() < 1e-9 * bce);
+        assert!((scalar(&pass.reconstruction) - bce).abs() < 1e-9 * bce);
     }
 }
 

@@ -72,10 +72,7 @@ impl Task for Classifier {
             .backward_step(&loss, ctx.lr_factor, self.clip_norm)?;
         let n = batch.len() as f64;
         Ok(Metrics::from([
-            (
-                "loss".into(),
-                loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
-            ),
+            ("loss".into(), crate::scalar(&loss)?),
             ("accuracy".into(), correct(&logits, &batch.targets)? / n),
         ]))
     }
@@ -89,7 +86,7 @@ impl Task for Classifier {
             let batch = batch?;
             let logits = self.net.forward_t(&batch.inputs, false)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &batch.targets)?;
-            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * batch.len() as f64;
+            loss_sum += crate::scalar(&loss)? * batch.len() as f64;
             hits += correct(&logits, &batch.targets)?;
             n += batch.len();
         }

@@ -37,7 +37,7 @@ pub enum TrainError {
 pub type Result<T> = std::result::Result<T, TrainError>;
 
 /// Maps an `std::io::Error` to one that names the file.
-pub(crate) fn io_at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+pub fn io_at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: path.to_path_buf(),
         source,

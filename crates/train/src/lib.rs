@@ -25,7 +25,7 @@ mod trainer;
 pub use checkpoint::CheckpointMeta;
 pub use classify::Classifier;
 pub use config::{Augment, RunConfig};
-pub use error::{Result, TrainError};
+pub use error::{io_at, Result, TrainError};
 pub use optim::{clip_grad_norm, Optimizer, OptimizerConfig, OptimizerKind};
 pub use params::{is_buffer, ParamCounter, ParamStore};
 pub use record::{read_records, Record, RecordKind};
@@ -33,7 +33,7 @@ pub use registry::{DataSpec, ModelEntry};
 pub use schedule::Schedule;
 pub use state::TrainState;
 pub use summary::{summarize, LayerRow, ModelSummary};
-pub use task::{Metrics, Monitor, StepCtx, Task};
+pub use task::{scalar, Metrics, Monitor, StepCtx, Task};
 pub use trainer::{
     Summary, Trainer, BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, LAST_CHECKPOINT, METRICS_FILE,
     MODEL_WEIGHTS,

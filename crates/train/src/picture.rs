@@ -4,7 +4,7 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor};
 
-use crate::{Result, TrainError};
+use crate::{io_at, Result, TrainError};
 
 /// A perceptually ordered colour map (viridis, interpolated between five of its stops).
 pub fn viridis(t: f64) -> [u8; 3] {
@@ -64,13 +64,6 @@ pub fn write_tiles(
     write_rgb_png(path, width, height, rgb)
 }
 
-fn io(path: &Path, source: std::io::Error) -> TrainError {
-    TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Encodes an RGB buffer as PNG and writes it atomically.
 pub fn write_rgb_png(path: &Path, width: usize, height: usize, rgb: Vec<u8>) -> Result<()> {
     let img = image::RgbImage::from_raw(width as u32, height as u32, rgb)
@@ -78,5 +71,5 @@ pub fn write_rgb_png(path: &Path, width: usize, height: usize, rgb: Vec<u8>) -> 
     let mut bytes = std::io::Cursor::new(Vec::new());
     img.write_to(&mut bytes, image::ImageFormat::Png)
         .map_err(|e| TrainError::Plot(format!("{}: {e}", path.display())))?;
-    forja_data::fs::write_atomic(path, bytes.get_ref()).map_err(|e| io(path, e))
+    forja_data::fs::write_atomic(path, bytes.get_ref()).map_err(io_at(path))
 }

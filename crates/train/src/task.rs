@@ -9,6 +9,11 @@ use crate::Result;
 /// Named scalar results of a step or an evaluation, e.g. `loss`, `accuracy`.
 pub type Metrics = BTreeMap<String, f64>;
 
+/// The value of a one-element tensor as f64, for metrics.
+pub fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
+}
+
 /// Where the trainer is when it calls [`Task::train_step`].
 #[derive(Debug, Clone, Copy)]
 pub struct StepCtx {

@@ -28,8 +28,8 @@ fn digits(split: Split, n: usize, seed: u64) -> Arc<dyn forja_data::Dataset> {
     Arc::new(synth_digits::generate(split, n, seed).unwrap())
 }
 
-/// A short run; its training images are flipped, shifted and elastically deformed at random, so resuming must also
-/// repeat the augmentation.
+/// A short run; its training images are flipped, shifted and elastically deformed at random,
+/// so resuming must also repeat the augmentation.
 fn config(epochs: usize) -> RunConfig {
     RunConfig {
         epochs,

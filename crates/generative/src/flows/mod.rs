@@ -131,6 +131,8 @@ pub(crate) fn indicator(
 
 /// Numerically stable `log(1 + exp(x))`.
 pub fn softplus(x: &Tensor) -> Result<Tensor> {
-    let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    Ok((x.relu()? + tail)?)
+    Ok(candle_core::Module::forward(
+        &forja_layers::Activation::Softplus,
+        x,
+    )?)
 }
