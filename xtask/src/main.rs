@@ -49,6 +49,21 @@ enum Command {
     Eval {
         /// The run directory, e.g. runs/lenet5-20261124-060000.
         run_dir: PathBuf,
+        /// VAEs: importance samples of the IWAE bound on -log p(x) (training reports k = 64).
+        #[arg(long, value_name = "K")]
+        iwae_k: Option<usize>,
+    },
+    /// Fréchet distance (FID) between a generative run's samples (its last checkpoint) and its
+    /// test images, in the feature space of a trained classifier's penultimate layer.
+    Fid {
+        /// The generative run, e.g. runs/dcgan-20261124-230000.
+        run_dir: PathBuf,
+        /// A classifier run on the same data whose features to use, e.g. runs/lenet5-....
+        #[arg(long)]
+        classifier: PathBuf,
+        /// Images on each side (at most the test split's size).
+        #[arg(long, default_value_t = 10_000)]
+        samples: usize,
     },
 }
 
@@ -342,13 +357,18 @@ fn train(args: TrainArgs) -> forja_train::Result<()> {
     Ok(())
 }
 
-fn eval(run_dir: PathBuf) -> forja_train::Result<()> {
-    let (cfg, ckpt, metrics) = run::evaluate(&run_dir, &candle_core::Device::Cpu)?;
+fn eval(run_dir: PathBuf, iwae_k: Option<usize>) -> forja_train::Result<()> {
+    let device = candle_core::Device::Cpu;
+    let mut saved = run::SavedRun::open(&run_dir, &device, false)?;
+    if let Some(k) = iwae_k {
+        saved.task.set_importance_samples(k)?;
+    }
+    let metrics = saved.evaluate(&device)?;
     println!(
         "{} on {} (test split), checkpoint {}",
-        cfg.model,
-        cfg.dataset,
-        ckpt.display()
+        saved.cfg.model,
+        saved.cfg.dataset,
+        saved.checkpoint.display()
     );
     for (k, v) in &metrics {
         if k == "accuracy" {
@@ -357,6 +377,28 @@ fn eval(run_dir: PathBuf) -> forja_train::Result<()> {
             println!("  {k}: {v:.4}");
         }
     }
+    Ok(())
+}
+
+fn fid(run_dir: PathBuf, classifier: PathBuf, samples: usize) -> forja_train::Result<()> {
+    let device = candle_core::Device::Cpu;
+    let mut generator = run::SavedRun::open(&run_dir, &device, true)?;
+    let mut features = run::SavedRun::open(&classifier, &device, false)?;
+    let report = forja_train::fid::measure(&mut generator, &mut features, samples, &device)?;
+    println!(
+        "{} on {}: FID {:.3} ({} samples vs {} test images; features of {}, {})",
+        generator.cfg.model,
+        generator.cfg.dataset,
+        report.samples,
+        report.count,
+        report.count,
+        features.cfg.model,
+        features.checkpoint.display()
+    );
+    println!(
+        "reference: {} training images vs the same test images score {:.3}",
+        report.count, report.train_vs_test
+    );
     Ok(())
 }
 
@@ -401,7 +443,12 @@ fn main() -> ExitCode {
             input,
             classes,
         } => summary(&model, input, classes),
-        Command::Eval { run_dir } => eval(run_dir),
+        Command::Eval { run_dir, iwae_k } => eval(run_dir, iwae_k),
+        Command::Fid {
+            run_dir,
+            classifier,
+            samples,
+        } => fid(run_dir, classifier, samples),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! Two-dimensional toy densities for GANs and normalizing flows, generated on the fly.
+//! Two-dimensional toy densities for GANs and normalizing flows, and the 1-D Gaussian of the
+//! GAN paper's figure, generated on the fly.
 //!
 //! Sample `i` of a split depends only on `(seed, split, i)`; for the densities made of parts
 //! (moons, circles, modes, arms) its part, which is also its label, is `i % parts`, so parts are
@@ -224,6 +225,64 @@ impl Dataset for PointSet {
     }
 }
 
+/// Mean and standard deviation of the 1-D Gaussian `gaussian-1d` (the data of Goodfellow et
+/// al.'s Figure 1: one bump that a generator starting near 0 must move onto).
+pub const GAUSSIAN_1D: (f64, f64) = (4.0, 0.5);
+
+/// Draws from `N(GAUSSIAN_1D)` on the line, one value per item; value `i` depends only on
+/// `(seed, split, i)`.
+#[derive(Debug, Clone)]
+pub struct Line {
+    values: Vec<f32>,
+}
+
+impl Line {
+    pub fn gaussian(split: Split, n: usize, seed: u64) -> Self {
+        let (mean, std) = GAUSSIAN_1D;
+        let values = (0..n)
+            .map(|i| {
+                let mut rng = seed::rng(seed, &[split as u64, i as u64]);
+                (mean + std * normal(&mut rng)) as f32
+            })
+            .collect();
+        Self { values }
+    }
+
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+}
+
+impl Dataset for Line {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn item_shape(&self) -> Vec<usize> {
+        vec![1]
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    fn get(&self, index: usize) -> Result<Sample> {
+        crate::check_index(index, self.values.len())?;
+        Ok(Sample::labelled(vec![self.values[index]], 0))
+    }
+
+    fn batch(&self, indices: &[usize], device: &Device) -> Result<Batch> {
+        let xs = indices
+            .iter()
+            .map(|&i| crate::check_index(i, self.values.len()).map(|()| self.values[i]))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Batch {
+            inputs: candle_core::Tensor::from_vec(xs, (indices.len(), 1), device)?,
+            targets: candle_core::Tensor::zeros(indices.len(), candle_core::DType::U32, device)?,
+        })
+    }
+}
+
 /// Sizes of the registered splits.
 pub const TRAIN_LEN: usize = 20_000;
 pub const TEST_LEN: usize = 5_000;
@@ -279,6 +338,22 @@ density!(
 );
 density!(Pinwheel, "pinwheel", "2-D: five curved arms, 20k / 5k", 5);
 density!(SwissRoll, "swissroll", "2-D: the swiss roll, 20k / 5k", 1);
+inventory::submit! {
+    DatasetEntry {
+        name: "gaussian-1d",
+        summary: "1-D: the Gaussian N(4, 0.5^2), 20k / 5k",
+        shape: &[1],
+        classes: Some(1),
+        source: Source::Embedded,
+        open: |split, _| {
+            let len = match split {
+                Split::Train => TRAIN_LEN,
+                Split::Test => TEST_LEN,
+            };
+            Ok(Arc::new(Line::gaussian(split, len, SEED)))
+        },
+    }
+}
 density!(
     Checkerboard,
     "checkerboard",

@@ -1,10 +1,12 @@
 //! Generative adversarial networks on vectors: the GAN of Goodfellow et al. (2014) with the
 //! minimax or the non-saturating generator loss, and the Wasserstein GAN (Arjovsky et al. 2017)
-//! with weight clipping or the gradient penalty of Gulrajani et al. (2017).
+//! with weight clipping or the gradient penalty of Gulrajani et al. (2017). The networks are
+//! MLPs, or for images the convolutional pair of DCGAN ([`crate::dcgan`]).
 
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+use crate::dcgan::{ConvCritic, ConvGenerator};
 use crate::flows::softplus;
 use crate::{GenerativeError, Result};
 
@@ -27,10 +29,15 @@ pub enum GanLoss {
 pub struct GanConfig {
     pub data_dim: usize,
     pub latent: usize,
+    /// Units of each hidden layer of the MLPs; the convolutional nets' width (channels of the
+    /// critic's first convolution and the generator's last hidden one).
     pub hidden: usize,
-    /// Hidden layers of each network.
+    /// Hidden layers of each MLP.
     pub layers: usize,
     pub loss: GanLoss,
+    /// `Some([C, H, W])`: DCGAN's convolutional networks for images of that shape, the
+    /// critic with batch norm unless the loss has a gradient penalty.
+    pub conv: Option<[usize; 3]>,
 }
 
 /// An MLP: hidden layers with an activation, a linear output.
@@ -73,11 +80,22 @@ impl Mlp {
     }
 }
 
-/// Generator `G: z -> x` (ReLU MLP) and discriminator / critic `D: x -> R` (leaky-ReLU MLP).
+enum Generator {
+    Mlp(Mlp),
+    Conv(Box<ConvGenerator>),
+}
+
+enum Critic {
+    Mlp(Mlp),
+    Conv(ConvCritic),
+}
+
+/// Generator `G: z -> x` (ReLU MLP or DCGAN's) and discriminator / critic `D: x -> R`
+/// (leaky-ReLU MLP or DCGAN's), on flat samples `[N, data_dim]`.
 pub struct Gan {
     cfg: GanConfig,
-    generator: Mlp,
-    critic: Mlp,
+    generator: Generator,
+    critic: Critic,
 }
 
 /// Mean of a `[N]` or `[N, 1]` tensor as a scalar tensor.
@@ -93,13 +111,44 @@ impl Gan {
                 msg: format!("needs positive sizes, got {cfg:?}"),
             });
         }
-        let hidden = vec![cfg.hidden; cfg.layers];
-        let g: Vec<usize> = [vec![cfg.latent], hidden.clone(), vec![cfg.data_dim]].concat();
-        let d: Vec<usize> = [vec![cfg.data_dim], hidden, vec![1]].concat();
+        let (generator, critic) = match cfg.conv {
+            Some(shape) => {
+                if shape.iter().product::<usize>() != cfg.data_dim {
+                    return Err(GenerativeError::Config {
+                        layer: "gan",
+                        msg: format!("images {shape:?} do not have {} values", cfg.data_dim),
+                    });
+                }
+                let norm = !matches!(cfg.loss, GanLoss::Wasserstein { gp: Some(_), .. });
+                (
+                    Generator::Conv(Box::new(ConvGenerator::new(
+                        cfg.latent,
+                        shape,
+                        cfg.hidden,
+                        vb.pp("generator"),
+                    )?)),
+                    Critic::Conv(ConvCritic::new(
+                        shape,
+                        cfg.hidden,
+                        norm,
+                        vb.pp("discriminator"),
+                    )?),
+                )
+            }
+            None => {
+                let hidden = vec![cfg.hidden; cfg.layers];
+                let g: Vec<usize> = [vec![cfg.latent], hidden.clone(), vec![cfg.data_dim]].concat();
+                let d: Vec<usize> = [vec![cfg.data_dim], hidden, vec![1]].concat();
+                (
+                    Generator::Mlp(Mlp::new(&g, 0.0, vb.pp("generator"))?),
+                    Critic::Mlp(Mlp::new(&d, LEAKY_SLOPE, vb.pp("discriminator"))?),
+                )
+            }
+        };
         Ok(Self {
             cfg: cfg.clone(),
-            generator: Mlp::new(&g, 0.0, vb.pp("generator"))?,
-            critic: Mlp::new(&d, LEAKY_SLOPE, vb.pp("discriminator"))?,
+            generator,
+            critic,
         })
     }
 
@@ -107,22 +156,33 @@ impl Gan {
         &self.cfg
     }
 
-    /// `G(z)`.
-    pub fn generate(&self, z: &Tensor) -> Result<Tensor> {
-        Ok(self.generator.run(z)?.0)
+    /// `G(z)`, `[N, data_dim]`; `train` puts batch norm (if any) in training mode.
+    pub fn generate(&self, z: &Tensor, train: bool) -> Result<Tensor> {
+        match &self.generator {
+            Generator::Mlp(m) => Ok(m.run(z)?.0),
+            Generator::Conv(g) => g.forward_t(z, train),
+        }
     }
 
     /// `D(x)` per sample, `[N]`: a logit for the GAN, a score for the WGAN critic.
-    pub fn critic(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.critic.run(x)?.0.squeeze(D::Minus1)?)
+    pub fn critic(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let out = match &self.critic {
+            Critic::Mlp(m) => m.run(x)?.0,
+            Critic::Conv(c) => c.run(x, train)?.0,
+        };
+        Ok(out.squeeze(D::Minus1)?)
     }
 
     /// `∂D(x_i)/∂x_i` per sample, `[N, data_dim]`, written out layer by layer (the transposed
     /// weights times the activation slopes) so it is an ordinary differentiable expression of
     /// the weights: the gradient penalty's own gradient then needs only first-order autograd.
     pub fn critic_input_gradient(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, pre) = self.critic.run(x)?;
-        let layers = &self.critic.layers;
+        let mlp = match &self.critic {
+            Critic::Mlp(m) => m,
+            Critic::Conv(c) => return c.input_gradient(x),
+        };
+        let (_, pre) = mlp.run(x)?;
+        let layers = &mlp.layers;
         let last = layers[layers.len() - 1].weight(); // [1, H]
         let mut g = last.broadcast_as((x.dim(0)?, last.dim(1)?))?.contiguous()?;
         for (layer, a) in layers[..layers.len() - 1].iter().zip(&pre).rev() {
@@ -136,9 +196,9 @@ impl Gan {
     }
 
     /// The discriminator's (critic's) loss on real and generated samples (`fake` should be
-    /// detached for the discriminator's step).
-    pub fn discriminator_loss(&self, real: &Tensor, fake: &Tensor) -> Result<Tensor> {
-        let (d_real, d_fake) = (self.critic(real)?, self.critic(fake)?);
+    /// detached for the discriminator's step), each batch through the critic on its own.
+    pub fn discriminator_loss(&self, real: &Tensor, fake: &Tensor, train: bool) -> Result<Tensor> {
+        let (d_real, d_fake) = (self.critic(real, train)?, self.critic(fake, train)?);
         Ok(match self.cfg.loss {
             // -log σ(D(x)) - log(1 - σ(D(G z)))
             GanLoss::Minimax | GanLoss::NonSaturating => {
@@ -149,8 +209,8 @@ impl Gan {
     }
 
     /// The generator's loss on generated samples.
-    pub fn generator_loss(&self, fake: &Tensor) -> Result<Tensor> {
-        let d = self.critic(fake)?;
+    pub fn generator_loss(&self, fake: &Tensor, train: bool) -> Result<Tensor> {
+        let d = self.critic(fake, train)?;
         Ok(match self.cfg.loss {
             // log(1 - σ(d)) = -softplus(d)
             GanLoss::Minimax => mean(&softplus(&d)?)?.neg()?,
@@ -174,7 +234,7 @@ impl Gan {
     /// Clips every critic weight and bias to `[-c, c]` (WGAN's crude Lipschitz constraint).
     pub fn clip_critic(&self, c: f64, vars: &[(String, candle_core::Var)]) -> Result<()> {
         for (name, var) in vars {
-            if name.starts_with("discriminator.") {
+            if name.starts_with("discriminator.") && !forja_train::is_buffer(name) {
                 var.set(&var.as_tensor().clamp(-c, c)?)?;
             }
         }
@@ -197,6 +257,7 @@ mod tests {
             hidden: 5,
             layers: 2,
             loss,
+            conv: None,
         };
         let gan = Gan::new(&cfg, store.var_builder(DType::F64, &Device::Cpu)).unwrap();
         (store, gan)
@@ -229,8 +290,8 @@ mod tests {
         ] {
             let (_, g) = gan(loss, 1);
             let (dr, df) = (
-                vals(&g.critic(&real).unwrap()),
-                vals(&g.critic(&fake).unwrap()),
+                vals(&g.critic(&real, true).unwrap()),
+                vals(&g.critic(&fake, true).unwrap()),
             );
             let (d_exp, g_exp) = match loss {
                 GanLoss::Minimax => (
@@ -245,8 +306,8 @@ mod tests {
                     (mean(&df, &|v| v) - mean(&dr, &|v| v), -mean(&df, &|v| v))
                 }
             };
-            let d = vals(&g.discriminator_loss(&real, &fake).unwrap())[0];
-            let gl = vals(&g.generator_loss(&fake).unwrap())[0];
+            let d = vals(&g.discriminator_loss(&real, &fake, true).unwrap())[0];
+            let gl = vals(&g.generator_loss(&fake, true).unwrap())[0];
             assert!((d - d_exp).abs() < 1e-12, "{loss:?}: D loss {d} vs {d_exp}");
             assert!(
                 (gl - g_exp).abs() < 1e-12,
@@ -255,62 +316,104 @@ mod tests {
         }
     }
 
+    const GP: GanLoss = GanLoss::Wasserstein {
+        clip: None,
+        gp: Some(10.0),
+    };
+
+    /// The MLP critic on 2-D points and DCGAN's on 1x4x4 images (width 2), each with three
+    /// real and three generated samples.
+    fn critics(seed: u64) -> Vec<(ParamStore, Gan, Tensor, Tensor)> {
+        let (real, fake) = points();
+        let (store, mlp) = gan(GP, seed);
+        let store_conv = ParamStore::new(seed);
+        let cfg = GanConfig {
+            data_dim: 16,
+            latent: 3,
+            hidden: 2,
+            layers: 1,
+            loss: GP,
+            conv: Some([1, 4, 4]),
+        };
+        let conv = Gan::new(&cfg, store_conv.var_builder(DType::F64, &Device::Cpu)).unwrap();
+        let images = |offset: f64| {
+            let v: Vec<f64> = (0..48).map(|k| (k as f64 * 0.37 + offset).sin()).collect();
+            Tensor::from_vec(v, (3, 16), &Device::Cpu).unwrap()
+        };
+        vec![
+            (store, mlp, real, fake),
+            (store_conv, conv, images(0.0), images(1.3)),
+        ]
+    }
+
     #[test]
     fn critic_input_gradient_matches_finite_differences() {
-        let (real, _) = points();
-        let (_, g) = gan(
-            GanLoss::Wasserstein {
-                clip: None,
-                gp: Some(10.0),
-            },
-            2,
-        );
-        let analytic = vals(&g.critic_input_gradient(&real).unwrap());
-        let x = vals(&real);
-        let eps = 1e-6;
-        for i in 0..x.len() {
-            let at = |delta: f64| {
-                let mut p = x.clone();
-                p[i] += delta;
-                let t = Tensor::from_vec(p, (3, 2), &Device::Cpu).unwrap();
-                vals(&g.critic(&t).unwrap())[i / 2]
-            };
-            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
-            assert!(
-                (analytic[i] - numeric).abs() < 1e-7,
-                "{i}: {} vs {numeric}",
-                analytic[i]
-            );
+        for (_, g, real, _) in critics(2) {
+            let analytic = vals(&g.critic_input_gradient(&real).unwrap());
+            let x = vals(&real);
+            let dim = real.dim(1).unwrap();
+            let eps = 1e-6;
+            for i in 0..x.len() {
+                let at = |delta: f64| {
+                    let mut p = x.clone();
+                    p[i] += delta;
+                    let t = Tensor::from_vec(p, (3, dim), &Device::Cpu).unwrap();
+                    vals(&g.critic(&t, false).unwrap())[i / dim]
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                assert!(
+                    (analytic[i] - numeric).abs() < 1e-7,
+                    "{dim}-D, {i}: {} vs {numeric}",
+                    analytic[i]
+                );
+            }
         }
     }
 
     /// WGAN-GP needs the gradient of a gradient: the penalty's gradient with respect to every
-    /// critic parameter equals its finite difference.
+    /// critic parameter equals its finite difference, for the MLP and the convolutional critic.
     #[test]
     fn gradient_penalty_gradient_matches_finite_differences() {
-        let (real, fake) = points();
         let alpha = Tensor::new(&[0.3f64, 0.8, 0.55], &Device::Cpu).unwrap();
-        let (store, g) = gan(
-            GanLoss::Wasserstein {
-                clip: None,
-                gp: Some(10.0),
-            },
-            3,
-        );
-        let critic: Vec<_> = store
-            .vars()
-            .into_iter()
-            .filter(|(n, _)| n.starts_with("discriminator"))
-            .collect();
-        // Biases move the activation slopes only: no gradient, and none numerically either.
-        let check = forja_layers::check::GradCheck {
-            atol: 1e-6,
-            ..Default::default()
-        };
-        let penalty = || Ok(g.gradient_penalty(&real, &fake, &alpha)?);
-        if let Err(e) = check.run_vars(&critic, penalty) {
-            panic!("{e}");
+        for (store, g, real, fake) in critics(3) {
+            let critic: Vec<_> = store
+                .vars()
+                .into_iter()
+                .filter(|(n, _)| n.starts_with("discriminator"))
+                .collect();
+            // Biases move the activation slopes only: no gradient, and none numerically either.
+            let check = forja_layers::check::GradCheck {
+                atol: 1e-6,
+                ..Default::default()
+            };
+            let penalty = || Ok(g.gradient_penalty(&real, &fake, &alpha)?);
+            if let Err(e) = check.run_vars(&critic, penalty) {
+                panic!("{}-D: {e}", real.dim(1).unwrap());
+            }
         }
+    }
+
+    #[test]
+    fn a_critic_with_batch_norm_has_no_per_sample_gradient() {
+        let store = ParamStore::new(5);
+        let cfg = GanConfig {
+            data_dim: 16,
+            latent: 3,
+            hidden: 2,
+            layers: 1,
+            loss: GanLoss::NonSaturating,
+            conv: Some([1, 4, 4]),
+        };
+        let g = Gan::new(&cfg, store.var_builder(DType::F64, &Device::Cpu)).unwrap();
+        let x = Tensor::zeros((2, 16), DType::F64, &Device::Cpu).unwrap();
+        let err = g.critic_input_gradient(&x).err().unwrap().to_string();
+        assert!(err.contains("batch norm"), "{err}");
+        let bad = GanConfig {
+            conv: Some([1, 6, 6]),
+            data_dim: 36,
+            ..cfg
+        };
+        assert!(Gan::new(&bad, store.var_builder(DType::F64, &Device::Cpu)).is_err());
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use forja_data::densities::{Density, MODE_STD};
 use forja_data::Batch;
+use forja_train::picture::image_grid;
+use forja_train::plot::Curve;
 use forja_train::{
     scalar, Metrics, Monitor, Optimizer, ParamStore, Result, RunConfig, StepCtx, Task, TrainError,
 };
@@ -36,8 +38,26 @@ pub struct GanTask {
     device: Device,
     /// The modes of the data, where it has them (the ring of 8 Gaussians).
     modes: Option<Vec<[f64; 2]>>,
+    /// Test points of 2-D data, for the picture.
     shown: Vec<f32>,
+    /// Shape of one sample, e.g. `[2]` or `[1, 28, 28]`.
+    item_shape: Vec<usize>,
+    /// 1-D data: the grid of x (fixed at the first evaluation) and, per evaluation, D(x) and
+    /// the generator's density on it.
+    line: Vec<f64>,
+    stages: Vec<Stage>,
 }
+
+/// What the 1-D picture shows of one evaluation.
+struct Stage {
+    evaluation: usize,
+    discriminator: Vec<f64>,
+    generator: Vec<f64>,
+}
+
+/// Points of the 1-D grid, and generated samples per snapshot.
+const LINE_POINTS: usize = 200;
+const LINE_SAMPLES: usize = 20_000;
 
 /// The variables whose names start with `prefix`.
 fn part(params: &ParamStore, prefix: &str) -> Vec<(String, Var)> {
@@ -49,9 +69,22 @@ fn part(params: &ParamStore, prefix: &str) -> Vec<(String, Var)> {
 }
 
 impl GanTask {
-    pub fn new(cfg: &RunConfig, gan: &GanConfig, d_steps: usize, device: &Device) -> Result<Self> {
+    /// A GAN on samples of `item_shape` (its `data_dim` must be their size).
+    pub fn new(
+        cfg: &RunConfig,
+        gan: &GanConfig,
+        item_shape: &[usize],
+        d_steps: usize,
+        device: &Device,
+    ) -> Result<Self> {
         if d_steps == 0 {
             return Err(TrainError::Config("d_steps must be at least 1".into()));
+        }
+        if item_shape.iter().product::<usize>() != gan.data_dim {
+            return Err(TrainError::Config(format!(
+                "the GAN makes samples of {} values, the data has items of shape {item_shape:?}",
+                gan.data_dim
+            )));
         }
         let params = ParamStore::new(cfg.seed);
         let gan = Gan::new(gan, params.var_builder(DType::F32, device))?;
@@ -66,6 +99,9 @@ impl GanTask {
             device: device.clone(),
             modes: (cfg.dataset == Density::EightGaussians.name()).then(Density::modes),
             shown: Vec::new(),
+            item_shape: item_shape.to_vec(),
+            line: Vec::new(),
+            stages: Vec::new(),
         })
     }
 
@@ -84,9 +120,9 @@ impl GanTask {
         )?)
     }
 
-    /// `n` generated samples from the seeded stream `path`.
+    /// `n` generated samples from the seeded stream `path`, flat `[n, data_dim]`.
     pub fn sample(&self, n: usize, path: &[u64]) -> Result<Tensor> {
-        Ok(self.gan.generate(&self.noise(n, path)?)?.detach())
+        Ok(self.gan.generate(&self.noise(n, path)?, false)?.detach())
     }
 
     /// Modes holding at least [`COVERED_MIN`] high-quality samples, and the share of samples
@@ -111,14 +147,100 @@ impl GanTask {
     }
 }
 
+impl GanTask {
+    /// 1-D data: D(x) (σ(D) for the GAN, the critic's score for the WGAN) and a histogram
+    /// density of the generator's samples on a fixed grid around the data and the first samples.
+    fn snapshot(&mut self) -> Result<()> {
+        let samples: Vec<f32> = self.sample(LINE_SAMPLES, &[7])?.flatten_all()?.to_vec1()?;
+        if self.line.is_empty() {
+            let (lo, hi) = self
+                .shown
+                .iter()
+                .chain(&samples)
+                .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            let (lo, hi) = (f64::from(lo), f64::from(hi));
+            let pad = 0.1 * (hi - lo).max(1e-3);
+            let step = (hi - lo + 2.0 * pad) / (LINE_POINTS - 1) as f64;
+            self.line = (0..LINE_POINTS)
+                .map(|k| lo - pad + k as f64 * step)
+                .collect();
+        }
+        let x = Tensor::from_vec(self.line.clone(), (LINE_POINTS, 1), &self.device)?
+            .to_dtype(DType::F32)?;
+        let d = self.gan.critic(&x, false)?.detach();
+        let d = match self.gan.config().loss {
+            GanLoss::Wasserstein { .. } => d,
+            _ => candle_nn::ops::sigmoid(&d)?,
+        };
+        let stage = Stage {
+            evaluation: self.stages.len() + 1,
+            discriminator: d.to_dtype(DType::F64)?.to_vec1()?,
+            generator: line_density(&self.line, &samples),
+        };
+        self.stages.push(stage);
+        Ok(())
+    }
+
+    /// `gan_1d.png`, after Goodfellow et al.'s Figure 1: the data density (black), the
+    /// generator's (green) and the discriminator's output (blue) after the first evaluation,
+    /// two in between and the last.
+    fn line_figure(&self, path: &Path) -> Result<()> {
+        let n = self.stages.len();
+        let mut picks: Vec<usize> = [0, n / 3, 2 * n / 3, n.saturating_sub(1)].to_vec();
+        picks.dedup();
+        let data = line_density(&self.line, &self.shown);
+        let curve = |label: &str, values: &[f64]| Curve {
+            label: label.into(),
+            points: self
+                .line
+                .iter()
+                .copied()
+                .zip(values.iter().copied())
+                .collect(),
+        };
+        let panels: Vec<(String, Vec<Curve>)> = picks
+            .into_iter()
+            .filter_map(|k| self.stages.get(k))
+            .map(|s| {
+                (
+                    format!("after epoch {}", s.evaluation),
+                    vec![
+                        curve("data density", &data),
+                        curve("generator density", &s.generator),
+                        curve("D(x)", &s.discriminator),
+                    ],
+                )
+            })
+            .collect();
+        forja_train::plot::line_panels(path, &panels)
+    }
+}
+
+/// A histogram density of `values` on the cells centred at the evenly spaced `grid` points.
+fn line_density(grid: &[f64], values: &[f32]) -> Vec<f64> {
+    let (lo, step) = (grid[0], grid[1] - grid[0]);
+    let mut counts = vec![0.0; grid.len()];
+    for &v in values {
+        let k = ((f64::from(v) - lo) / step + 0.5).floor();
+        if k >= 0.0 && (k as usize) < grid.len() {
+            counts[k as usize] += 1.0;
+        }
+    }
+    let scale = 1.0 / (values.len().max(1) as f64 * step);
+    counts.iter().map(|c| c * scale).collect()
+}
+
 impl Task for GanTask {
     /// A discriminator step on this batch; every `d_steps`-th step also a generator step.
     fn train_step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<Metrics> {
-        let real = batch.inputs.to_dtype(DType::F32)?;
+        let real = batch.inputs.flatten_from(1)?.to_dtype(DType::F32)?;
         let n = real.dim(0)?;
         let step = ctx.step as u64;
-        let fake = self.gan.generate(&self.noise(n, &[0, step])?)?.detach();
-        let mut d_loss = self.gan.discriminator_loss(&real, &fake)?;
+        let fake = self
+            .gan
+            .generate(&self.noise(n, &[0, step])?, true)?
+            .detach();
+        let mut d_loss = self.gan.discriminator_loss(&real, &fake, true)?;
         let mut metrics = Metrics::new();
         if let GanLoss::Wasserstein { gp, .. } = self.gan.config().loss {
             metrics.insert("wasserstein".into(), -scalar(&d_loss)?);
@@ -135,8 +257,8 @@ impl Task for GanTask {
         }
         metrics.insert("loss".into(), scalar(&d_loss)?);
         if (ctx.step + 1) % self.d_steps == 0 {
-            let fake = self.gan.generate(&self.noise(n, &[2, step])?)?;
-            let g_loss = self.gan.generator_loss(&fake)?;
+            let fake = self.gan.generate(&self.noise(n, &[2, step])?, true)?;
+            let g_loss = self.gan.generator_loss(&fake, true)?;
             self.opt_g.backward_step(&g_loss, ctx.lr_factor, None)?;
             metrics.insert("g_loss".into(), scalar(&g_loss)?);
         }
@@ -152,12 +274,14 @@ impl Task for GanTask {
         let (mut sum, mut n) = (0.0, 0usize);
         self.shown.clear();
         for (b, batch) in batches.enumerate() {
-            let real = batch?.inputs.to_dtype(DType::F32)?;
+            let real = batch?.inputs.flatten_from(1)?.to_dtype(DType::F32)?;
             let m = real.dim(0)?;
             let fake = self.sample(m, &[3, b as u64])?;
-            sum += scalar(&self.gan.discriminator_loss(&real, &fake)?)? * m as f64;
+            sum += scalar(&self.gan.discriminator_loss(&real, &fake, false)?)? * m as f64;
             n += m;
-            keep_points(&mut self.shown, &real, 2 * EVAL_SAMPLES)?;
+            if self.gan.config().data_dim <= 2 {
+                keep_points(&mut self.shown, &real, 2 * EVAL_SAMPLES)?;
+            }
         }
         let mut metrics = Metrics::from([("loss".to_string(), sum / n.max(1) as f64)]);
         if let Some(modes) = &self.modes {
@@ -165,6 +289,9 @@ impl Task for GanTask {
             let (covered, quality) = self.mode_coverage(&samples, modes);
             metrics.insert("modes_covered".into(), covered as f64);
             metrics.insert("high_quality".into(), quality);
+        }
+        if self.gan.config().data_dim == 1 {
+            self.snapshot()?;
         }
         Ok(metrics)
     }
@@ -200,9 +327,22 @@ impl Task for GanTask {
         self.params.num_params()
     }
 
+    fn generate(&mut self, n: usize, seed: u64) -> Result<Tensor> {
+        let flat = self.sample(n, &[6, seed])?;
+        Ok(flat.reshape([&[n], &self.item_shape[..]].concat())?)
+    }
+
     /// 2-D data: `gan.png` with the test points, the generator's samples (histograms) and the
     /// discriminator's output (σ(D) for the GAN, the critic's score scaled to [0, 1]).
+    /// Images: `samples.png`, a grid of 64 samples. 1-D data: `gan_1d.png` (see `line_figure`).
     fn artifacts(&mut self, run_dir: &Path) -> Result<()> {
+        if self.item_shape.len() == 3 {
+            let samples = self.generate(64, 0)?;
+            return image_grid(&run_dir.join("samples.png"), &samples, 8);
+        }
+        if self.gan.config().data_dim == 1 && !self.stages.is_empty() {
+            return self.line_figure(&run_dir.join("gan_1d.png"));
+        }
         if self.gan.config().data_dim != 2 {
             return Ok(());
         }
@@ -210,7 +350,7 @@ impl Task for GanTask {
         let samples: Vec<f32> = self.sample(20_000, &[5])?.flatten_all()?.to_vec1()?;
         let centres = Tensor::from_vec(grid.centres(), (PANEL * PANEL, 2), &self.device)?
             .to_dtype(DType::F32)?;
-        let d = self.gan.critic(&centres)?.detach();
+        let d = self.gan.critic(&centres, false)?.detach();
         let d = match self.gan.config().loss {
             GanLoss::Wasserstein { .. } => d,
             _ => candle_nn::ops::sigmoid(&d)?,

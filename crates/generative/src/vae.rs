@@ -1,6 +1,8 @@
 //! The variational autoencoder (Kingma & Welling 2014): an encoder q(z|x) = N(μ, σ²) and a
 //! decoder p(x|z), trained by maximising the evidence lower bound
-//! ELBO = E_q[log p(x|z)] - β KL(q(z|x) || N(0, I)) with the reparametrization z = μ + σ ε.
+//! ELBO = E_q[log p(x|z)] - β KL(q(z|x) || N(0, I)) with the reparametrization z = μ + σ ε;
+//! optionally with planar flows on the posterior (Rezende & Mohamed 2015), whose parameters the
+//! encoder outputs per image.
 
 use std::f64::consts::TAU;
 
@@ -31,6 +33,8 @@ pub struct VaeConfig {
     pub likelihood: Likelihood,
     /// `Some([C, H, W])`: convolutional encoder and decoder for images of that shape.
     pub conv: Option<[usize; 3]>,
+    /// Planar flow steps applied to the Gaussian posterior sample (0: q(z|x) is Gaussian).
+    pub flows: usize,
 }
 
 impl VaeConfig {
@@ -43,6 +47,7 @@ impl VaeConfig {
             beta: 1.0,
             likelihood: Likelihood::Bernoulli,
             conv: None,
+            flows: 0,
         }
     }
 
@@ -66,6 +71,8 @@ pub struct Vae {
     enc: Sequential,
     enc_mu: Linear,
     enc_logvar: Linear,
+    /// `(u, w, b)` of every planar step, `flows * (2 latent + 1)` values per image.
+    enc_flow: Option<Linear>,
     /// Codes to flat logits or means.
     dec: Sequential,
 }
@@ -74,7 +81,8 @@ pub struct Vae {
 pub struct Elbo {
     /// `log p(x|z)` at one reparametrized sample.
     pub reconstruction: Tensor,
-    /// `KL(q(z|x) || N(0, I))` in closed form.
+    /// `KL(q(z|x) || N(0, I))`: in closed form for a Gaussian posterior; with flows, its
+    /// one-sample estimate `log q(z|x) - log p(z)`.
     pub kl: Tensor,
     /// `reconstruction - β kl`.
     pub elbo: Tensor,
@@ -153,6 +161,14 @@ impl Vae {
             enc,
             enc_mu: candle_nn::linear(h, l, vb.pp("encoder.mu"))?,
             enc_logvar: candle_nn::linear(h, l, vb.pp("encoder.logvar"))?,
+            enc_flow: match cfg.flows {
+                0 => None,
+                k => Some(candle_nn::linear(
+                    h,
+                    k * (2 * l + 1),
+                    vb.pp("encoder.flow"),
+                )?),
+            },
             dec,
         })
     }
@@ -161,10 +177,26 @@ impl Vae {
         &self.cfg
     }
 
-    /// `(μ, log σ²)` of q(z|x), each `[N, latent]`, for `x: [N, input]`.
+    /// `(μ, log σ²)` of the Gaussian q₀(z|x), each `[N, latent]`, for `x: [N, input]`.
     pub fn encode(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let p = self.posterior(x)?;
+        Ok((p.mu, p.logvar))
+    }
+
+    /// The posterior q(z|x) of each image.
+    pub fn posterior(&self, x: &Tensor) -> Result<Posterior> {
         let h = self.enc.forward(x)?;
-        Ok((self.enc_mu.forward(&h)?, self.enc_logvar.forward(&h)?))
+        Ok(Posterior {
+            mu: self.enc_mu.forward(&h)?,
+            logvar: self.enc_logvar.forward(&h)?,
+            flow: self.enc_flow.as_ref().map(|f| f.forward(&h)).transpose()?,
+        })
+    }
+
+    /// The code of each image used for reconstructions and maps: μ pushed through the flows.
+    pub fn code(&self, x: &Tensor) -> Result<Tensor> {
+        let p = self.posterior(x)?;
+        Ok(p.sample(&p.mu.zeros_like()?)?.0)
     }
 
     /// The decoder's output for `z`: Bernoulli logits or Gaussian means.
@@ -195,10 +227,13 @@ impl Vae {
 
     /// The bound at one sample `z = μ + σ ε` per item, with the given standard normal noise.
     pub fn elbo(&self, x: &Tensor, eps: &Tensor) -> Result<Elbo> {
-        let (mu, logvar) = self.encode(x)?;
-        let z = reparameterize(&mu, &logvar, eps)?;
+        let p = self.posterior(x)?;
+        let (z, log_q) = p.sample(eps)?;
         let reconstruction = self.log_likelihood(x, &self.decode(&z)?)?;
-        let kl = kl_standard_normal(&mu, &logvar)?;
+        let kl = match p.flow {
+            None => kl_standard_normal(&p.mu, &p.logvar)?,
+            Some(_) => (log_q - log_normal(&z, None)?)?,
+        };
         let elbo = (&reconstruction - (&kl * self.cfg.beta)?)?;
         Ok(Elbo {
             reconstruction,
@@ -212,22 +247,20 @@ impl Vae {
     /// is the ELBO (β = 1). Samples are drawn in chunks so `k` can be large.
     pub fn iwae(&self, x: &Tensor, k: usize, seed: u64) -> Result<Tensor> {
         let (n, l) = (x.dim(0)?, self.cfg.latent);
-        let (mu, logvar) = self.encode(x)?;
-        let (mu, logvar) = (mu.detach(), logvar.detach());
+        let p = self.posterior(x)?.detach();
         let mut terms = Vec::new();
         let chunk = (4096 / n.max(1)).clamp(1, k.max(1));
         let mut done = 0;
         while done < k {
             let m = chunk.min(k - done);
             let eps = standard_normal(&[m, n, l], seed, &[done as u64], x.dtype(), x.device())?;
-            let z = reparameterize(&mu.unsqueeze(0)?, &logvar.unsqueeze(0)?, &eps)?;
+            let (z, log_qz) = p.sample(&eps)?;
             let out = self.decode(&z.reshape((m * n, l))?)?;
             let xs = x.unsqueeze(0)?.broadcast_as((m, n, x.dim(1)?))?;
             let log_px = self
                 .log_likelihood(&xs.reshape((m * n, x.dim(1)?))?, &out)?
                 .reshape((m, n))?;
             let log_pz = log_normal(&z, None)?;
-            let log_qz = log_normal(&eps, Some(&logvar))?;
             terms.push(((log_px + log_pz)? - log_qz)?.detach());
             done += m;
         }
@@ -235,6 +268,43 @@ impl Vae {
         let max = w.max_keepdim(0)?;
         let lse = (w.broadcast_sub(&max)?.exp()?.sum_keepdim(0)?.log()? + max)?;
         Ok((lse.squeeze(0)? - (k as f64).ln())?)
+    }
+}
+
+/// q(z|x) for a batch: a Gaussian `N(μ, σ²)`, followed by planar flows whose parameters
+/// (`[N, flows * (2 latent + 1)]`: `u`, `w`, `b` of each step) the encoder gave.
+pub struct Posterior {
+    pub mu: Tensor,
+    pub logvar: Tensor,
+    pub flow: Option<Tensor>,
+}
+
+impl Posterior {
+    fn detach(self) -> Self {
+        Self {
+            mu: self.mu.detach(),
+            logvar: self.logvar.detach(),
+            flow: self.flow.map(|f| f.detach()),
+        }
+    }
+
+    /// A sample `z` for standard normal noise `ε: [.., N, latent]` and its `log q(z|x)`:
+    /// `log N(z₀; μ, σ²) - Σ_k log|det ∂z_k/∂z_{k-1}|`.
+    pub fn sample(&self, eps: &Tensor) -> Result<(Tensor, Tensor)> {
+        let mut z = reparameterize(&self.mu, &self.logvar, eps)?;
+        let mut log_q = log_normal(eps, Some(&self.logvar))?;
+        if let Some(flow) = &self.flow {
+            let l = self.mu.dim(1)?;
+            for k in 0..flow.dim(1)? / (2 * l + 1) {
+                let at = k * (2 * l + 1);
+                let (u, w) = (flow.narrow(1, at, l)?, flow.narrow(1, at + l, l)?);
+                let b = flow.narrow(1, at + 2 * l, 1)?.squeeze(1)?;
+                let (next, logdet) = crate::flows::planar_step(&z, &u, &w, &b)?;
+                z = next;
+                log_q = (log_q - logdet)?;
+            }
+        }
+        Ok((z, log_q))
     }
 }
 
@@ -316,6 +386,64 @@ mod tests {
         );
     }
 
+    /// z = T(ε) maps standard normal noise through the Gaussian and the planar flows, so
+    /// log q(z|x) must equal log N(ε; 0, I) - log|det ∂T/∂ε|, here with the Jacobian taken by
+    /// central differences.
+    #[test]
+    fn flow_posterior_density_matches_a_brute_force_jacobian() {
+        let (n, l, steps) = (3, 3, 2);
+        let mut rng = 7u64;
+        let mut draw = |len: usize| -> Vec<f64> {
+            (0..len)
+                .map(|_| {
+                    rng = rng
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (rng >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let width = steps * (2 * l + 1);
+        let p = Posterior {
+            mu: t(&draw(n * l), &[n, l]),
+            logvar: t(&draw(n * l), &[n, l]),
+            flow: Some((t(&draw(n * width), &[n, width]) * 2.0).unwrap()),
+        };
+        let eps = draw(n * l);
+        let (z, log_q) = p.sample(&t(&eps, &[n, l])).unwrap();
+        assert_ne!(
+            vals(&z),
+            vals(&reparameterize(&p.mu, &p.logvar, &t(&eps, &[n, l])).unwrap())
+        );
+        let log_q = vals(&log_q);
+        let h = 1e-6;
+        for i in 0..n {
+            let at = |j: usize, d: f64| {
+                let mut e = eps.clone();
+                e[i * l + j] += d;
+                vals(&p.sample(&t(&e, &[n, l])).unwrap().0)[i * l..(i + 1) * l].to_vec()
+            };
+            // Columns of the Jacobian, then its determinant by cofactors (3x3).
+            let c: Vec<Vec<f64>> = (0..l)
+                .map(|j| {
+                    let (a, b) = (at(j, h), at(j, -h));
+                    a.iter().zip(&b).map(|(a, b)| (a - b) / (2.0 * h)).collect()
+                })
+                .collect();
+            let det = c[0][0] * (c[1][1] * c[2][2] - c[2][1] * c[1][2])
+                - c[1][0] * (c[0][1] * c[2][2] - c[2][1] * c[0][2])
+                + c[2][0] * (c[0][1] * c[1][2] - c[1][1] * c[0][2]);
+            let e = &eps[i * l..(i + 1) * l];
+            let log_n = -0.5 * e.iter().map(|v| v * v).sum::<f64>() - 0.5 * l as f64 * TAU.ln();
+            let brute = log_n - det.abs().ln();
+            assert!(
+                (log_q[i] - brute).abs() < 1e-6,
+                "{i}: {} vs {brute}",
+                log_q[i]
+            );
+        }
+    }
+
     fn small_vae(likelihood: Likelihood) -> (forja_train::ParamStore, Vae) {
         let store = forja_train::ParamStore::new(3);
         let cfg = VaeConfig {
@@ -325,6 +453,7 @@ mod tests {
             beta: 1.0,
             likelihood,
             conv: None,
+            flows: 0,
         };
         let vae = Vae::new(&cfg, store.var_builder(DType::F64, &Device::Cpu)).unwrap();
         (store, vae)

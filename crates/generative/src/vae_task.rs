@@ -14,7 +14,8 @@ use forja_train::picture::image_grid;
 use crate::noise::{standard_normal, uniform};
 use crate::vae::{Likelihood, Vae, VaeConfig};
 
-/// Importance samples of the IWAE bound reported at every evaluation.
+/// Importance samples of the IWAE bound reported at every evaluation during training (`cargo
+/// xtask eval --iwae-k K` sets another).
 pub const EVAL_IWAE_K: usize = 64;
 
 /// How many test images the reconstruction picture shows.
@@ -28,12 +29,14 @@ pub struct VaeTask {
     vae: Vae,
     train: TrainState,
     clip_norm: Option<f64>,
+    /// Importance samples of the IWAE bound.
+    iwae_k: usize,
     shape: [usize; 3],
     seed: u64,
     device: Device,
     /// The first test images of the last evaluation (as the model saw them).
     shown: Option<Tensor>,
-    /// Posterior means and classes of test images, for a 2-D latent space.
+    /// Posterior codes ([`Vae::code`]) and classes of test images, for a 2-D latent space.
     mapped: Vec<[f64; 2]>,
     labels: Vec<u32>,
 }
@@ -60,6 +63,7 @@ impl VaeTask {
             vae,
             train: TrainState::new(params, cfg.optimizer.clone())?,
             clip_norm: cfg.clip_norm,
+            iwae_k: EVAL_IWAE_K,
             shape,
             seed: cfg.seed,
             device: device.clone(),
@@ -210,14 +214,14 @@ impl Task for VaeTask {
             let bound = self.vae.elbo(&x, &eps)?;
             neg_elbo -= sum(&bound.elbo.detach())?;
             kl += sum(&bound.kl.detach())?;
-            nll -= sum(&self.vae.iwae(&x, EVAL_IWAE_K, self.seed ^ b as u64)?)?;
+            nll -= sum(&self.vae.iwae(&x, self.iwae_k, self.seed ^ b as u64)?)?;
             n += batch.len();
             if self.shown.is_none() {
                 self.shown = Some(x.narrow(0, 0, SHOWN.min(x.dim(0)?))?);
             }
             let room = MAPPED.saturating_sub(self.labels.len()).min(batch.len());
             if self.vae.config().latent == 2 && batch.targets.rank() == 1 && room > 0 {
-                let (mu, _) = self.vae.encode(&x.narrow(0, 0, room)?)?;
+                let mu = self.vae.code(&x.narrow(0, 0, room)?)?;
                 let mu: Vec<f32> = mu.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
                 self.mapped
                     .extend(mu.chunks(2).map(|m| [m[0] as f64, m[1] as f64]));
@@ -229,7 +233,7 @@ impl Task for VaeTask {
         Ok(Metrics::from([
             ("loss".into(), neg_elbo / n),
             ("kl".into(), kl / n),
-            (format!("nll_iwae{EVAL_IWAE_K}"), nll / n),
+            (format!("nll_iwae{}", self.iwae_k), nll / n),
         ]))
     }
 
@@ -239,6 +243,29 @@ impl Task for VaeTask {
 
     forja_train::delegate_train_state!(train);
 
+    /// Decoder means (grey values, not binarized draws) at z ~ N(0, I).
+    fn generate(&mut self, n: usize, seed: u64) -> Result<Tensor> {
+        let latent = self.vae.config().latent;
+        let z = standard_normal(
+            &[n, latent],
+            self.seed,
+            &[5, seed],
+            DType::F32,
+            &self.device,
+        )?;
+        self.images(&self.vae.mean(&z)?.detach())
+    }
+
+    fn set_importance_samples(&mut self, k: usize) -> Result<()> {
+        if k == 0 {
+            return Err(TrainError::Config(
+                "the IWAE bound needs at least one sample".into(),
+            ));
+        }
+        self.iwae_k = k;
+        Ok(())
+    }
+
     /// `samples.png`: decoder means of 60 draws z ~ N(0, I); `reconstructions.png`: test
     /// images (top row) and the decoder means at their posterior means (bottom row).
     fn artifacts(&mut self, run_dir: &Path) -> Result<()> {
@@ -247,8 +274,7 @@ impl Task for VaeTask {
         let samples = self.images(&self.vae.mean(&z)?.detach())?;
         image_grid(&run_dir.join("samples.png"), &samples, 10)?;
         if let Some(x) = &self.shown {
-            let (mu, _) = self.vae.encode(x)?;
-            let recon = self.vae.mean(&mu)?.detach();
+            let recon = self.vae.mean(&self.vae.code(x)?)?.detach();
             let both = Tensor::cat(&[self.images(x)?, self.images(&recon)?], 0)?;
             image_grid(&run_dir.join("reconstructions.png"), &both, x.dim(0)?)?;
         }

@@ -1,24 +1,25 @@
-//! Output shapes of named stages, recorded while [`capture`] runs: what `cargo xtask summary`
-//! prints beside the parameters. Networks call [`record`] after each stage of their forward
-//! pass; outside a capture it costs one thread-local check.
+//! Outputs of named stages, recorded while [`capture`] runs: their shapes are what `cargo
+//! xtask summary` prints beside the parameters, and a classifier's penultimate stage gives
+//! the image features of FID. Networks call [`record`] after each stage of their forward pass;
+//! outside a capture it costs one thread-local check.
 
 use std::cell::RefCell;
 
 use candle_core::Tensor;
 
-/// Stage names with output shapes, in the order they ran.
-pub type Stages = Vec<(String, Vec<usize>)>;
+/// Stage names with their outputs, in the order they ran.
+pub type Stages = Vec<(String, Tensor)>;
 
 thread_local! {
     static TRACE: RefCell<Option<Stages>> = const { RefCell::new(None) };
 }
 
-/// Notes `x`'s shape under `name` when a capture is running on this thread; returns `x`.
+/// Notes `x` under `name` when a capture is running on this thread; returns `x`.
 /// The name is only formatted then, so `format_args!` names cost nothing in training.
 pub fn record(name: impl std::fmt::Display, x: Tensor) -> Tensor {
     TRACE.with(|t| {
         if let Some(rows) = t.borrow_mut().as_mut() {
-            rows.push((name.to_string(), x.dims().to_vec()));
+            rows.push((name.to_string(), x.clone()));
         }
     });
     x
@@ -36,6 +37,10 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Stages) {
 mod tests {
     use super::*;
 
+    fn names(rows: &Stages) -> Vec<&str> {
+        rows.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
     #[test]
     fn records_only_inside_a_capture_and_nests() {
         let x = Tensor::zeros((2, 3), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
@@ -45,12 +50,10 @@ mod tests {
             let ((), inner) = capture(|| {
                 record("b", x.clone());
             });
-            assert_eq!(inner, vec![("b".to_string(), vec![2, 3])]);
+            assert_eq!(names(&inner), ["b"]);
             record("c", x.clone());
         });
-        assert_eq!(
-            rows,
-            vec![("a".into(), vec![2, 3]), ("c".into(), vec![2, 3])]
-        );
+        assert_eq!(names(&rows), ["a", "c"]);
+        assert_eq!(rows[1].1.dims(), [2, 3]);
     }
 }

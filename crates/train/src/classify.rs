@@ -77,6 +77,19 @@ impl Task for Classifier {
         ]))
     }
 
+    /// The input of the network's last recorded stage (e.g. LeNet-5's 84 `fc2` units),
+    /// flattened per image, in evaluation mode.
+    fn features(&mut self, x: &Tensor) -> Result<Tensor> {
+        let (out, stages) = forja_layers::trace::capture(|| self.net.forward_t(x, false));
+        out?;
+        match stages.len() {
+            n if n >= 2 => Ok(stages[n - 2].1.flatten_from(1)?),
+            n => Err(crate::TrainError::Config(format!(
+                "the network records {n} stages; features need at least two"
+            ))),
+        }
+    }
+
     fn evaluate(
         &mut self,
         batches: &mut dyn Iterator<Item = forja_data::Result<Batch>>,

@@ -9,6 +9,8 @@ pub mod checkpoint;
 mod classify;
 mod config;
 mod error;
+pub mod fid;
+pub mod linalg;
 mod optim;
 mod params;
 pub mod picture;

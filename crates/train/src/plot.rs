@@ -1,4 +1,5 @@
-//! `curves.png`: the training curves of a run, one panel per metric.
+//! Plots: `curves.png` (the training curves of a run, one panel per metric), scatters of
+//! labelled points and panels of line curves.
 
 use std::path::Path;
 use std::sync::Once;
@@ -141,5 +142,65 @@ pub fn scatter(path: &Path, title: &str, points: &[[f64; 2]], labels: &[u32]) ->
         .border_style(BLACK)
         .draw()
         .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}
+
+/// One named curve of a line plot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Panels side by side, each a title and its curves (black, green, blue, red, ... in order);
+/// the panels share their axes, so they compare at a glance (e.g. stages of a training).
+pub fn line_panels(path: &Path, panels: &[(String, Vec<Curve>)]) -> Result<()> {
+    register_font();
+    let err = |e: &dyn std::fmt::Display| TrainError::Plot(format!("{}: {e}", path.display()));
+    let points = || panels.iter().flat_map(|(_, c)| c).flat_map(|c| &c.points);
+    let bounds = |f: fn(&(f64, f64)) -> f64| {
+        points()
+            .map(f)
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            })
+    };
+    let ((x0, x1), (y0, y1)) = (bounds(|p| p.0), bounds(|p| p.1));
+    if panels.is_empty() || !x0.is_finite() {
+        return Err(TrainError::Plot(format!(
+            "{}: nothing to draw",
+            path.display()
+        )));
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let colours = [BLACK, GREEN, BLUE, RED, MAGENTA, CYAN];
+    let root = BitMapBackend::new(path, (480 * panels.len() as u32, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    for (area, (title, curves)) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(44)
+            .build_cartesian_2d(x0..x1.max(x0 + 1e-9), (y0 - pad)..(y1 + pad))
+            .map_err(|e| err(&e))?;
+        chart.configure_mesh().draw().map_err(|e| err(&e))?;
+        for (curve, colour) in curves.iter().zip(colours.iter().cycle()) {
+            let style = colour.stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(curve.points.clone(), style))
+                .map_err(|e| err(&e))?
+                .label(curve.label.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], style));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
     root.present().map_err(|e| err(&e))
 }

@@ -151,26 +151,57 @@ pub fn resume(
     )
 }
 
+/// A saved run's model, with the weights of one of its checkpoints.
+pub struct SavedRun {
+    pub cfg: RunConfig,
+    /// The checkpoint the weights came from.
+    pub checkpoint: PathBuf,
+    pub task: Box<dyn Task>,
+    pub test: Arc<dyn Dataset>,
+}
+
+impl SavedRun {
+    /// Loads the best checkpoint of a run (`last`: its last one; the best is also the last
+    /// where the run kept no best).
+    pub fn open(run_dir: &Path, device: &Device, last: bool) -> Result<Self> {
+        let cfg = load_config(run_dir)?;
+        let names: &[&str] = if last {
+            &[LAST_CHECKPOINT]
+        } else {
+            &[BEST_CHECKPOINT, LAST_CHECKPOINT]
+        };
+        let checkpoint = names
+            .iter()
+            .map(|f| run_dir.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| TrainError::Checkpoint {
+                path: run_dir.to_path_buf(),
+                msg: format!("no {}: the run saved no checkpoint yet", names.join(" or ")),
+            })?;
+        let (tensors, _) = checkpoint::load(&checkpoint, device)?;
+        let (train, test) = open_data(&cfg)?;
+        let mut task = build(&cfg, train.as_ref(), device)?;
+        task.load_state(&tensors)?;
+        Ok(Self {
+            cfg,
+            checkpoint,
+            task,
+            test,
+        })
+    }
+
+    /// The model's metrics on the run's test split.
+    pub fn evaluate(&mut self, device: &Device) -> Result<Metrics> {
+        let loader = Loader::new(self.test.clone(), self.cfg.batch_size, device)?;
+        self.task.evaluate(&mut loader.epoch(0))
+    }
+}
+
 /// Re-evaluates the best (or, without one, the last) checkpoint of a run on its test split.
 pub fn evaluate(run_dir: &Path, device: &Device) -> Result<(RunConfig, PathBuf, Metrics)> {
-    let cfg = load_config(run_dir)?;
-    let path = [BEST_CHECKPOINT, LAST_CHECKPOINT]
-        .iter()
-        .map(|f| run_dir.join(f))
-        .find(|p| p.is_file())
-        .ok_or_else(|| TrainError::Checkpoint {
-            path: run_dir.to_path_buf(),
-            msg: format!(
-                "no {BEST_CHECKPOINT} or {LAST_CHECKPOINT}: the run saved no checkpoint yet"
-            ),
-        })?;
-    let (tensors, _) = checkpoint::load(&path, device)?;
-    let (train, test) = open_data(&cfg)?;
-    let mut task = build(&cfg, train.as_ref(), device)?;
-    task.load_state(&tensors)?;
-    let loader = Loader::new(test, cfg.batch_size, device)?;
-    let metrics = task.evaluate(&mut loader.epoch(0))?;
-    Ok((cfg, path, metrics))
+    let mut run = SavedRun::open(run_dir, device, false)?;
+    let metrics = run.evaluate(device)?;
+    Ok((run.cfg, run.checkpoint, metrics))
 }
 
 #[cfg(test)]

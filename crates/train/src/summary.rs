@@ -74,7 +74,10 @@ pub fn summarize(name: &str, input: &[usize], classes: usize) -> Result<ModelSum
         classes,
         total: rows.iter().map(|r| r.params).sum(),
         rows,
-        outputs,
+        outputs: outputs
+            .into_iter()
+            .map(|(name, t)| (name, t.dims().to_vec()))
+            .collect(),
     })
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use candle_core::Tensor;
 use forja_data::Batch;
 
-use crate::Result;
+use crate::{Result, TrainError};
 
 /// Named scalar results of a step or an evaluation, e.g. `loss`, `accuracy`.
 pub type Metrics = BTreeMap<String, f64>;
@@ -78,5 +78,29 @@ pub trait Task {
     /// Extra outputs (images, plots) written into the run directory at the end of a run.
     fn artifacts(&mut self, _run_dir: &Path) -> Result<()> {
         Ok(())
+    }
+
+    /// `n` samples of a generative model, shaped like the data's items (`[n, C, H, W]` for
+    /// images), from the seeded stream `seed`.
+    fn generate(&mut self, _n: usize, _seed: u64) -> Result<Tensor> {
+        Err(TrainError::Config(
+            "this model does not generate samples".into(),
+        ))
+    }
+
+    /// Features of images `x: [N, C, H, W]`, `[N, F]`, for comparing image sets (FID): a
+    /// classifier's penultimate activations, the input of its last stage.
+    fn features(&mut self, _x: &Tensor) -> Result<Tensor> {
+        Err(TrainError::Config(
+            "this model gives no image features (classifiers do)".into(),
+        ))
+    }
+
+    /// Sets how many importance samples `evaluate` draws for a likelihood bound (the VAE's
+    /// IWAE bound); models without such a bound refuse.
+    fn set_importance_samples(&mut self, _k: usize) -> Result<()> {
+        Err(TrainError::Config(
+            "this model estimates no likelihood by importance sampling (only VAEs do)".into(),
+        ))
     }
 }

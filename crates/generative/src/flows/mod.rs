@@ -26,7 +26,7 @@ pub use image::{InvConv1x1, Squeeze};
 pub use image_coupling::{ImageCoupling, ImageCouplingConfig, ImageMask};
 pub use linear::{invert, log_abs_det, LuLinear, Permutation};
 pub use multiscale::{MultiScale, MultiScaleConfig};
-pub use planar::{Planar, Radial};
+pub use planar::{planar_step, Planar, Radial};
 pub use residual::{Residual, ResidualConfig, ResidualLogDet};
 
 use candle_core::Tensor;

@@ -37,10 +37,7 @@ impl Planar {
 
     /// `û`, the constrained `u`.
     pub fn u_hat(&self) -> Result<Tensor> {
-        let wu = (&self.w * &self.u)?.sum_all()?;
-        let m = (softplus(&wu)? - 1.0)?;
-        let scale = ((m - &wu)? / self.w.sqr()?.sum_all()?)?;
-        Ok((&self.u + self.w.broadcast_mul(&scale)?)?)
+        constrained_u(&self.u, &self.w)
     }
 
     /// `wᵀz + b` per sample, `[N]`.
@@ -51,16 +48,35 @@ impl Planar {
     }
 }
 
+/// `û = u + (m(wᵀu) - wᵀu) w / |w|²` along the last axis (each row its own flow).
+fn constrained_u(u: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let wu = (w * u)?.sum_keepdim(D::Minus1)?;
+    let m = (softplus(&wu)? - 1.0)?;
+    let scale = ((m - &wu)? / w.sqr()?.sum_keepdim(D::Minus1)?)?;
+    Ok((u + w.broadcast_mul(&scale)?)?)
+}
+
+/// One planar step `x = z + û tanh(wᵀz + b)` and `log|det ∂x/∂z|`, for `z: [.., N, D]` and
+/// parameters shared by every row (`u, w: [D]`, `b: [1]`) or given per row (`[N, D]`, `[N]`),
+/// as in a VAE whose encoder outputs the flow of each posterior (Rezende & Mohamed, sec. 4).
+pub fn planar_step(z: &Tensor, u: &Tensor, w: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
+    let u = constrained_u(u, w)?;
+    let h = z
+        .broadcast_mul(w)?
+        .sum(D::Minus1)?
+        .broadcast_add(b)?
+        .tanh()?;
+    let x = (z + h.unsqueeze(D::Minus1)?.broadcast_mul(&u)?)?;
+    // det = 1 + h'(wᵀz + b) ûᵀw, h' = 1 - tanh²
+    let uw = (&u * w)?.sum(D::Minus1)?;
+    let det = (h.sqr()?.affine(-1.0, 1.0)?.broadcast_mul(&uw)? + 1.0)?;
+    Ok((x, det.abs()?.log()?))
+}
+
 impl Flow for Planar {
     fn forward(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
         dims2("planar", z, self.dim)?;
-        let u = self.u_hat()?;
-        let h = self.affine(z)?.tanh()?;
-        let x = (z + h.unsqueeze(1)?.broadcast_mul(&u.unsqueeze(0)?)?)?;
-        // det = 1 + h'(wᵀz + b) ûᵀw, h' = 1 - tanh²
-        let uw = (&u * &self.w)?.sum_all()?;
-        let det = (h.sqr()?.affine(-1.0, 1.0)?.broadcast_mul(&uw)? + 1.0)?;
-        Ok((x, det.abs()?.log()?))
+        planar_step(z, &self.u, &self.w, &self.b)
     }
 
     fn inverse(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
