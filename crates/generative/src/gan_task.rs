@@ -145,9 +145,7 @@ impl GanTask {
         let covered = per_mode.iter().filter(|&&c| c >= COVERED_MIN).count();
         (covered, good as f64 / (samples.len() / 2).max(1) as f64)
     }
-}
 
-impl GanTask {
     /// 1-D data: D(x) (σ(D) for the GAN, the critic's score for the WGAN) and a histogram
     /// density of the generator's samples on a fixed grid around the data and the first samples.
     fn snapshot(&mut self) -> Result<()> {
@@ -183,7 +181,7 @@ impl GanTask {
 
     /// `gan_1d.png`, after Goodfellow et al.'s Figure 1: the data density (black), the
     /// generator's (green) and the discriminator's output (blue) after the first evaluation,
-    /// two in between and the last.
+    /// two in between and the last (counted in this process: a resumed run counts from 1).
     fn line_figure(&self, path: &Path) -> Result<()> {
         let n = self.stages.len();
         let mut picks: Vec<usize> = [0, n / 3, 2 * n / 3, n.saturating_sub(1)].to_vec();

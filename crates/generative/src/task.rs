@@ -203,6 +203,11 @@ impl Task for FlowTask {
 
     forja_train::delegate_train_state!(train);
 
+    /// Samples at temperature 1 (the model's own distribution); images in [0, 1].
+    fn generate(&mut self, n: usize, seed: u64) -> Result<Tensor> {
+        self.sample(n, 1.0, seed)
+    }
+
     /// Points: `density.png` (test data | model density | model samples) and `density.json`
     /// (the density's integral over the plotted square). Images: `samples.png`, rows of samples
     /// at temperatures 0.5, 0.75 and 1.
