@@ -290,11 +290,20 @@ const SEED: u64 = 0xD3_5171;
 
 /// Opens a split of the registered `density`.
 fn open(density: Density, split: Split) -> Result<Arc<dyn Dataset>> {
-    let len = match split {
+    Ok(Arc::new(PointSet::generate(
+        density,
+        split,
+        split_len(split),
+        SEED,
+    )))
+}
+
+/// Items in a registered split.
+fn split_len(split: Split) -> usize {
+    match split {
         Split::Train => TRAIN_LEN,
         Split::Test => TEST_LEN,
-    };
-    Ok(Arc::new(PointSet::generate(density, split, len, SEED)))
+    }
 }
 
 macro_rules! density {
@@ -345,13 +354,7 @@ inventory::submit! {
         shape: &[1],
         classes: Some(1),
         source: Source::Embedded,
-        open: |split, _| {
-            let len = match split {
-                Split::Train => TRAIN_LEN,
-                Split::Test => TEST_LEN,
-            };
-            Ok(Arc::new(Line::gaussian(split, len, SEED)))
-        },
+        open: |split, _| Ok(Arc::new(Line::gaussian(split, split_len(split), SEED))),
     }
 }
 density!(

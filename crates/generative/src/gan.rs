@@ -321,21 +321,27 @@ mod tests {
         gp: Some(10.0),
     };
 
-    /// The MLP critic on 2-D points and DCGAN's on 1x4x4 images (width 2), each with three
-    /// real and three generated samples.
-    fn critics(seed: u64) -> Vec<(ParamStore, Gan, Tensor, Tensor)> {
-        let (real, fake) = points();
-        let (store, mlp) = gan(GP, seed);
-        let store_conv = ParamStore::new(seed);
+    /// DCGAN's networks of width 2 for 1x4x4 images, in f64.
+    fn conv_gan(loss: GanLoss, seed: u64) -> (ParamStore, Gan) {
+        let store = ParamStore::new(seed);
         let cfg = GanConfig {
             data_dim: 16,
             latent: 3,
             hidden: 2,
             layers: 1,
-            loss: GP,
+            loss,
             conv: Some([1, 4, 4]),
         };
-        let conv = Gan::new(&cfg, store_conv.var_builder(DType::F64, &Device::Cpu)).unwrap();
+        let gan = Gan::new(&cfg, store.var_builder(DType::F64, &Device::Cpu)).unwrap();
+        (store, gan)
+    }
+
+    /// The MLP critic on 2-D points and DCGAN's on 1x4x4 images (width 2), each with three
+    /// real and three generated samples.
+    fn critics(seed: u64) -> Vec<(ParamStore, Gan, Tensor, Tensor)> {
+        let (real, fake) = points();
+        let (store, mlp) = gan(GP, seed);
+        let (store_conv, conv) = conv_gan(GP, seed);
         let images = |offset: f64| {
             let v: Vec<f64> = (0..48).map(|k| (k as f64 * 0.37 + offset).sin()).collect();
             Tensor::from_vec(v, (3, 16), &Device::Cpu).unwrap()
@@ -395,23 +401,14 @@ mod tests {
 
     #[test]
     fn a_critic_with_batch_norm_has_no_per_sample_gradient() {
-        let store = ParamStore::new(5);
-        let cfg = GanConfig {
-            data_dim: 16,
-            latent: 3,
-            hidden: 2,
-            layers: 1,
-            loss: GanLoss::NonSaturating,
-            conv: Some([1, 4, 4]),
-        };
-        let g = Gan::new(&cfg, store.var_builder(DType::F64, &Device::Cpu)).unwrap();
+        let (store, g) = conv_gan(GanLoss::NonSaturating, 5);
         let x = Tensor::zeros((2, 16), DType::F64, &Device::Cpu).unwrap();
         let err = g.critic_input_gradient(&x).err().unwrap().to_string();
         assert!(err.contains("batch norm"), "{err}");
         let bad = GanConfig {
             conv: Some([1, 6, 6]),
             data_dim: 36,
-            ..cfg
+            ..g.config().clone()
         };
         assert!(Gan::new(&bad, store.var_builder(DType::F64, &Device::Cpu)).is_err());
     }

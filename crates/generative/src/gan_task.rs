@@ -146,6 +146,16 @@ impl GanTask {
         (covered, good as f64 / (samples.len() / 2).max(1) as f64)
     }
 
+    /// What the pictures show of the discriminator at `x`: σ(D(x)) for the GAN, the critic's
+    /// score for the WGAN.
+    fn shown_critic(&self, x: &Tensor) -> Result<Tensor> {
+        let d = self.gan.critic(x, false)?.detach();
+        Ok(match self.gan.config().loss {
+            GanLoss::Wasserstein { .. } => d,
+            _ => candle_nn::ops::sigmoid(&d)?,
+        })
+    }
+
     /// 1-D data: D(x) (σ(D) for the GAN, the critic's score for the WGAN) and a histogram
     /// density of the generator's samples on a fixed grid around the data and the first samples.
     fn snapshot(&mut self) -> Result<()> {
@@ -165,11 +175,7 @@ impl GanTask {
         }
         let x = Tensor::from_vec(self.line.clone(), (LINE_POINTS, 1), &self.device)?
             .to_dtype(DType::F32)?;
-        let d = self.gan.critic(&x, false)?.detach();
-        let d = match self.gan.config().loss {
-            GanLoss::Wasserstein { .. } => d,
-            _ => candle_nn::ops::sigmoid(&d)?,
-        };
+        let d = self.shown_critic(&x)?;
         let stage = Stage {
             evaluation: self.stages.len() + 1,
             discriminator: d.to_dtype(DType::F64)?.to_vec1()?,
@@ -348,11 +354,7 @@ impl Task for GanTask {
         let samples: Vec<f32> = self.sample(20_000, &[5])?.flatten_all()?.to_vec1()?;
         let centres = Tensor::from_vec(grid.centres(), (PANEL * PANEL, 2), &self.device)?
             .to_dtype(DType::F32)?;
-        let d = self.gan.critic(&centres, false)?.detach();
-        let d = match self.gan.config().loss {
-            GanLoss::Wasserstein { .. } => d,
-            _ => candle_nn::ops::sigmoid(&d)?,
-        };
+        let d = self.shown_critic(&centres)?;
         let d: Vec<f64> = d.to_dtype(DType::F64)?.to_vec1()?;
         let (lo, hi) = d
             .iter()

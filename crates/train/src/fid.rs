@@ -18,18 +18,13 @@ pub struct FeatureStats {
     pub mean: Vec<f64>,
     /// Row-major `dim` x `dim`.
     pub cov: Vec<f64>,
-    pub count: usize,
 }
 
 impl FeatureStats {
     /// Statistics of `features.len() / dim` vectors of `dim` values.
     pub fn fit(features: &[f32], dim: usize) -> Self {
         let (mean, cov) = mean_cov(features, dim);
-        Self {
-            mean,
-            cov,
-            count: features.len() / dim.max(1),
-        }
+        Self { mean, cov }
     }
 
     fn dim(&self) -> usize {
@@ -177,11 +172,7 @@ mod tests {
     use super::*;
 
     fn gaussian(mean: Vec<f64>, cov: Vec<f64>) -> FeatureStats {
-        FeatureStats {
-            mean,
-            cov,
-            count: 0,
-        }
+        FeatureStats { mean, cov }
     }
 
     #[test]
