@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod bench;
 use forja_data::catalog;
 use forja_train::{registry, run, OptimizerKind, RunConfig, Schedule};
 // Linked for its `inventory` registrations: the models are found through the registry.
@@ -64,6 +66,20 @@ enum Command {
         /// Images on each side (at most the test split's size).
         #[arg(long, default_value_t = 10_000)]
         samples: usize,
+    },
+    /// Time the reference workloads M1..M6 (shared/bench/SPECS.md): one JSON line per run;
+    /// with --vs-torch, PyTorch's reference alternately and the ratio per workload.
+    Bench(bench::BenchArgs),
+    /// One workload in this process (what `bench` runs in a child process per workload).
+    #[command(hide = true)]
+    BenchOne {
+        workload: String,
+        #[arg(long)]
+        steps: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long)]
+        batch: Option<usize>,
     },
 }
 
@@ -426,30 +442,36 @@ fn summary(
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::List => {
-            list();
-            Ok(())
-        }
-        Command::Datasets { data_dir } => {
-            datasets(data_dir);
-            Ok(())
-        }
-        Command::Train(args) => train(*args),
+fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::List => list(),
+        Command::Datasets { data_dir } => datasets(data_dir),
+        Command::Train(args) => train(*args)?,
         Command::Summary {
             model,
             input,
             classes,
-        } => summary(&model, input, classes),
-        Command::Eval { run_dir, iwae_k } => eval(run_dir, iwae_k),
+        } => summary(&model, input, classes)?,
+        Command::Eval { run_dir, iwae_k } => eval(run_dir, iwae_k)?,
         Command::Fid {
             run_dir,
             classifier,
             samples,
-        } => fid(run_dir, classifier, samples),
-    };
+        } => fid(run_dir, classifier, samples)?,
+        Command::Bench(args) => bench::bench(args)?,
+        Command::BenchOne {
+            workload,
+            steps,
+            warmup,
+            batch,
+        } => bench::run_one(&workload, steps, warmup, batch)?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    forja_train::memory::keep_freed_memory();
+    let result = run(Cli::parse().command);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

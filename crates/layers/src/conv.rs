@@ -9,6 +9,7 @@ use candle_core::Tensor;
 
 use crate::error::{dims_of, LayerError, Result};
 use crate::init::Init;
+use crate::kernels;
 use crate::pad::{pad1d, pad2d, PadMode};
 use crate::window::{conv2d_im2col, ConvGeometry};
 
@@ -160,6 +161,10 @@ fn check_input(
 pub(crate) fn add_bias(y: Tensor, bias: Option<&Tensor>, rank: usize) -> Result<Tensor> {
     Ok(match bias {
         None => y,
+        Some(b) if kernels::applies(&[&y, b]) => {
+            let (n, c) = (y.dim(0)?, y.dim(1)?);
+            kernels::bias_add(&y.reshape((n, c, ()))?, b)?.reshape(y.dims())?
+        }
         Some(b) => {
             let mut shape = vec![1; rank];
             shape[1] = b.elem_count();
@@ -205,9 +210,11 @@ pub fn conv2d(
     };
     let (h, w) = (x.dim(2)?, x.dim(3)?);
     let (kh, kw) = (weight.dim(2)?, weight.dim(3)?);
-    // candle's own conv2d is faster; its backward (0.11) is right except at stride > 1 when the
-    // feature map or the kernel is not square, where forja's im2col takes over.
-    let y = if cfg.stride == 1 || (h == w && kh == kw) {
+    // Without forja's kernels (off, or not a CPU float tensor) candle's own conv2d is the
+    // fastest; its backward (0.11) is right except at stride > 1 when the feature map or the
+    // kernel is not square, where forja's im2col from candle ops takes over.
+    let candle_ok = cfg.stride == 1 || (h == w && kh == kw);
+    let y = if candle_ok && !kernels::applies(&[&x, weight]) {
         x.conv2d(weight, p, cfg.stride, cfg.dilation, cfg.groups)?
     } else {
         conv2d_im2col(

@@ -33,6 +33,7 @@ pub mod conv_transpose;
 pub mod dropout;
 pub mod error;
 pub mod init;
+pub mod kernels;
 pub mod norm;
 pub mod pad;
 pub mod pool;

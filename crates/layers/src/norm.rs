@@ -5,6 +5,7 @@ use candle_core::{Module, ModuleT, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use crate::error::{LayerError, Result};
+use crate::kernels;
 
 /// Settings of [`BatchNorm`] (PyTorch's defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,6 +96,44 @@ impl BatchNorm {
         Ok(())
     }
 
+    /// Running statistics move towards the batch's `mean` and (biased) `var`, the latter made
+    /// unbiased over `count` values per channel.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
+        let m = self.cfg.momentum;
+        let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
+        let rm = self.running_mean.as_tensor();
+        let rv = self.running_var.as_tensor();
+        let new_mean =
+            ((rm * (1.0 - m))? + (mean.detach().flatten_all()?.to_dtype(rm.dtype())? * m)?)?;
+        let new_var = ((rv * (1.0 - m))? + (unbiased.flatten_all()?.to_dtype(rv.dtype())? * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        Ok(())
+    }
+
+    /// Training mode with forja's CPU kernels: statistics and normalisation each in one
+    /// parallel pass, the backward pass in one more.
+    fn normalize_kernel(&self, x3: &Tensor, count: usize) -> Result<Tensor> {
+        let (mean, var) = kernels::channel_stats(x3)?;
+        let c = mean.len();
+        let dev = x3.device();
+        self.update_running(
+            &Tensor::from_slice(&mean, c, dev)?,
+            &Tensor::from_slice(&var, c, dev)?,
+            count,
+        )?;
+        let ones = || Tensor::ones(c, x3.dtype(), dev);
+        let w = self.weight.clone().map_or_else(ones, Ok)?;
+        let b = self.bias.clone().map_or_else(|| w.zeros_like(), Ok)?;
+        Ok(kernels::batch_norm_train(
+            x3,
+            (mean, var),
+            self.cfg.eps,
+            &w,
+            &b,
+        )?)
+    }
+
     /// Works on the `[N, C, S]` view (S = spatial size): per-channel statistics are a fast
     /// last-dim reduction followed by a small one over the batch, and the normalisation is
     /// folded into one per-channel scale and shift.
@@ -111,6 +150,10 @@ impl BatchNorm {
                     x.dims(),
                 ));
             }
+            let params: Vec<&Tensor> = self.weight.iter().chain(&self.bias).collect();
+            if kernels::applies(&[&[&x3], &params[..]].concat()) {
+                return Ok(self.normalize_kernel(&x3, count)?.reshape(x.dims())?);
+            }
             let mean = (x3.sum_keepdim(2)?.sum_keepdim(0)? / count as f64)?;
             let var = (x3
                 .broadcast_sub(&mean)?
@@ -118,16 +161,7 @@ impl BatchNorm {
                 .sum_keepdim(2)?
                 .sum_keepdim(0)?
                 / count as f64)?;
-            let m = self.cfg.momentum;
-            let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
-            let rm = self.running_mean.as_tensor();
-            let rv = self.running_var.as_tensor();
-            let new_mean =
-                ((rm * (1.0 - m))? + (mean.detach().flatten_all()?.to_dtype(rm.dtype())? * m)?)?;
-            let new_var =
-                ((rv * (1.0 - m))? + (unbiased.flatten_all()?.to_dtype(rv.dtype())? * m)?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
+            self.update_running(&mean, &var, count)?;
             (mean, var)
         } else {
             let stat = |t: &Var| t.as_tensor().to_dtype(x.dtype())?.reshape((1, c, 1));

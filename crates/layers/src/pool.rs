@@ -11,6 +11,7 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{dims_of, LayerError, Result};
+use crate::kernels;
 use crate::window::{unfold, Axis};
 
 /// Window settings per axis (`[height, width]`; 1-D pools use the width entries).
@@ -67,7 +68,7 @@ impl PoolConfig {
         }
     }
 
-    fn axis(&self, i: usize, n: usize, op: &'static str) -> Result<Axis> {
+    pub(crate) fn axis(&self, i: usize, n: usize, op: &'static str) -> Result<Axis> {
         let span = self.dilation[i] * (self.kernel[i].max(1) - 1) + 1;
         if self.padding[i] > span / 2 {
             return Err(LayerError::config(
@@ -135,9 +136,15 @@ pub fn max_pool2d_with_indices(x: &Tensor, cfg: &PoolConfig) -> Result<(Tensor, 
     Ok((y, idx.reshape((n, c, ah.out, aw.out))?))
 }
 
-/// 2-D max pooling of `x: [N, C, H, W]`.
+/// 2-D max pooling of `x: [N, C, H, W]` (forja's CPU kernel where it applies).
 pub fn max_pool2d(x: &Tensor, cfg: &PoolConfig) -> Result<Tensor> {
-    Ok(max_pool2d_with_indices(x, cfg)?.0)
+    const OP: &str = "max_pool2d";
+    if !kernels::applies(&[x]) {
+        return Ok(max_pool2d_with_indices(x, cfg)?.0);
+    }
+    let d = dims_of(x, 4, OP, "[N, C, H, W]")?;
+    let axes = [cfg.axis(0, d[2], OP)?, cfg.axis(1, d[3], OP)?];
+    Ok(kernels::max_pool2d(x, axes)?)
 }
 
 /// 1-D max pooling of `x: [N, C, L]` (the `width` entries of `cfg`), with argmax positions.
@@ -149,7 +156,8 @@ pub fn max_pool1d_with_indices(x: &Tensor, cfg: &PoolConfig) -> Result<(Tensor, 
 
 /// 1-D max pooling of `x: [N, C, L]`.
 pub fn max_pool1d(x: &Tensor, cfg: &PoolConfig) -> Result<Tensor> {
-    Ok(max_pool1d_with_indices(x, cfg)?.0)
+    dims_of(x, 3, "max_pool1d", "[N, C, L]")?;
+    Ok(max_pool2d(&x.unsqueeze(2)?, &cfg.as_1d())?.squeeze(2)?)
 }
 
 /// 2-D average pooling of `x: [N, C, H, W]` (no dilation, as in PyTorch).

@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use crate::error::{LayerError, Result};
+use crate::kernels::{self, ConvShape};
 
 /// Sliding-window geometry along one axis.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +53,7 @@ impl Axis {
     }
 
     /// Input position of tap `j` of window `o`, if it lies inside the input.
-    fn pos(&self, o: usize, j: usize) -> Option<usize> {
+    pub fn pos(&self, o: usize, j: usize) -> Option<usize> {
         let i = (o * self.s + j * self.d) as isize - self.p as isize;
         (0..self.n as isize).contains(&i).then_some(i as usize)
     }
@@ -137,7 +138,12 @@ impl ConvGeometry {
     }
 
     /// The window geometry along height and width for a `size` input and a `kernel`.
-    fn axes(&self, size: [usize; 2], kernel: [usize; 2], op: &'static str) -> Result<[Axis; 2]> {
+    pub fn axes(
+        &self,
+        size: [usize; 2],
+        kernel: [usize; 2],
+        op: &'static str,
+    ) -> Result<[Axis; 2]> {
         let axis = |i: usize| {
             Axis::new(
                 size[i],
@@ -151,12 +157,48 @@ impl ConvGeometry {
         };
         Ok([axis(0)?, axis(1)?])
     }
+
+    /// The kernels' description of a convolution of `x` by `w` with output windows `ah`, `aw`.
+    pub fn shape(&self, x: &Tensor, w: &Tensor, [ah, aw]: [Axis; 2]) -> Result<ConvShape> {
+        let (n, c, h, wd) = x.dims4()?;
+        let (o, _, kh, kw) = w.dims4()?;
+        Ok(ConvShape {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            kh,
+            kw,
+            oh: ah.out,
+            ow: aw.out,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            groups: self.groups,
+        })
+    }
 }
 
-/// Convolution as im2col + GEMM: `x: [N, C, H, W]`, `w: [O, C / groups, KH, KW]`, zero padding.
-/// Built from `index_select` and `matmul`, whose backward passes (and their backward passes)
-/// candle has, so the gradient is right for every stride, dilation, padding and group count.
+/// Convolution as im2col + GEMM: `x: [N, C, H, W]`, `w: [O, C / groups, KH, KW]`, zero padding;
+/// forja's CPU kernel where it applies, else [`conv2d_candle`].
 pub(crate) fn conv2d_im2col(
+    x: &Tensor,
+    w: &Tensor,
+    g: &ConvGeometry,
+    op: &'static str,
+) -> Result<Tensor> {
+    if kernels::applies(&[x, w]) {
+        let axes = g.axes([x.dim(2)?, x.dim(3)?], [w.dim(2)?, w.dim(3)?], op)?;
+        return Ok(kernels::conv2d(x, w, g.shape(x, w, axes)?)?);
+    }
+    conv2d_candle(x, w, g, op)
+}
+
+/// Convolution as im2col + GEMM built from `index_select` and `matmul`, whose backward passes
+/// (and their backward passes) candle has, so the gradient is right for every stride,
+/// dilation, padding and group count: the reference the kernels are tested against.
+pub(crate) fn conv2d_candle(
     x: &Tensor,
     w: &Tensor,
     g: &ConvGeometry,
@@ -180,10 +222,64 @@ pub(crate) fn conv2d_im2col(
     Ok(y.reshape((n, o, ah.out, aw.out))?)
 }
 
-/// Transposed convolution as GEMM + col2im (`index_add`), the exact adjoint of
-/// [`conv2d_im2col`] on an output of `out_size`: `x: [N, C_in, H, W]`,
-/// `w: [C_in, C_out / groups, KH, KW]`.
+/// Transposed convolution, the exact adjoint of [`conv2d_im2col`] on an output of `out_size`:
+/// `x: [N, C_in, H, W]`, `w: [C_in, C_out / groups, KH, KW]`; forja's CPU kernel where it
+/// applies, else [`conv_transpose2d_candle`].
 pub(crate) fn conv_transpose2d_col2im(
+    x: &Tensor,
+    w: &Tensor,
+    g: &ConvGeometry,
+    out_size: [usize; 2],
+    op: &'static str,
+) -> Result<Tensor> {
+    if !kernels::applies(&[x, w]) {
+        return conv_transpose2d_candle(x, w, g, out_size, op);
+    }
+    let (n, cin, h, wd) = x.dims4()?;
+    let (_, cog, kh, kw) = w.dims4()?;
+    let [ah, aw] = transpose_axes(g, out_size, [h, wd], [kh, kw], op)?;
+    let shape = ConvShape {
+        n,
+        c: cog * g.groups,
+        h: out_size[0],
+        w: out_size[1],
+        o: cin,
+        kh,
+        kw,
+        oh: ah.out,
+        ow: aw.out,
+        stride: g.stride,
+        padding: g.padding,
+        dilation: g.dilation,
+        groups: g.groups,
+    };
+    Ok(kernels::conv_transpose2d(x, w, shape)?)
+}
+
+/// The windows of the convolution a transposed convolution is the adjoint of: over the
+/// output, cut to the input's size (output_padding may leave room for windows no input
+/// sample feeds).
+fn transpose_axes(
+    g: &ConvGeometry,
+    out_size: [usize; 2],
+    [h, w]: [usize; 2],
+    kernel: [usize; 2],
+    op: &'static str,
+) -> Result<[Axis; 2]> {
+    let [mut ah, mut aw] = g.axes(out_size, kernel, op)?;
+    if ah.out < h || aw.out < w {
+        return Err(LayerError::config(
+            op,
+            format!("output size {out_size:?} is too small for input [{h}, {w}]"),
+        ));
+    }
+    (ah.out, aw.out) = (h, w);
+    Ok([ah, aw])
+}
+
+/// Transposed convolution as GEMM + col2im (`index_add`) from candle ops: the reference the
+/// kernels are tested against.
+pub(crate) fn conv_transpose2d_candle(
     x: &Tensor,
     w: &Tensor,
     g: &ConvGeometry,
@@ -192,15 +288,7 @@ pub(crate) fn conv_transpose2d_col2im(
 ) -> Result<Tensor> {
     let (n, cin, h, wd) = x.dims4()?;
     let (_, cog, kh, kw) = w.dims4()?;
-    let [mut ah, mut aw] = g.axes(out_size, [kh, kw], op)?;
-    if ah.out < h || aw.out < wd {
-        return Err(LayerError::config(
-            op,
-            format!("output size {out_size:?} is too small for input [{h}, {wd}]"),
-        ));
-    }
-    // output_padding may leave room for windows no input sample feeds.
-    (ah.out, aw.out) = (h, wd);
+    let [ah, aw] = transpose_axes(g, out_size, [h, wd], [kh, kw], op)?;
     let (m, k, cig) = (h * wd, kh * kw, cin / g.groups);
     let plane = out_size[0] * out_size[1];
     let map = Tensor::new(window_map(&ah, &aw), x.device())?;

@@ -2,8 +2,9 @@
 //! reference workload M1. Parameter names match the PyTorch reference (`conv1.weight`, ...).
 
 use candle_core::{Device, Tensor};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
+use candle_nn::{linear, Linear, Module, VarBuilder};
 use forja_layers::trace::record;
+use forja_layers::{max_pool2d, Conv2d, ConvConfig, PoolConfig};
 use forja_train::{DataSpec, ModelEntry, RunConfig, Task};
 
 use crate::{NetError, Result};
@@ -36,13 +37,9 @@ impl LeNet5 {
                 why: "height and width must be at least 12".into(),
             });
         };
-        let pad2 = Conv2dConfig {
-            padding: 2,
-            ..Default::default()
-        };
         Ok(Self {
-            conv1: conv2d(channels, 6, 5, pad2, vb.pp("conv1"))?,
-            conv2: conv2d(6, 16, 5, Default::default(), vb.pp("conv2"))?,
+            conv1: Conv2d::new(channels, 6, 5, ConvConfig::same(5, 1), vb.pp("conv1"))?,
+            conv2: Conv2d::new(6, 16, 5, ConvConfig::default(), vb.pp("conv2"))?,
             fc1: linear(16 * fh * fw, 120, vb.pp("fc1"))?,
             fc2: linear(120, 84, vb.pp("fc2"))?,
             fc3: linear(84, classes, vb.pp("fc3"))?,
@@ -53,9 +50,10 @@ impl LeNet5 {
 impl Module for LeNet5 {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let x = record("conv1", self.conv1.forward(x)?.relu()?);
-        let x = record("pool1", x.max_pool2d(2)?);
+        let pool = PoolConfig::new(2);
+        let x = record("pool1", max_pool2d(&x, &pool)?);
         let x = record("conv2", self.conv2.forward(&x)?.relu()?);
-        let x = record("pool2", x.max_pool2d(2)?).flatten_from(1)?;
+        let x = record("pool2", max_pool2d(&x, &pool)?).flatten_from(1)?;
         let x = record("fc1", self.fc1.forward(&x)?.relu()?);
         let x = record("fc2", self.fc2.forward(&x)?.relu()?);
         Ok(record("fc3", self.fc3.forward(&x)?))

@@ -1,0 +1,239 @@
+//! Batch norm in training mode on the `[N, C, S]` view: per-channel statistics in f64 (two
+//! passes, mean then squared deviations), then `y = (x - mean) / sqrt(var + eps) * w + b` in one
+//! pass. The backward op gives all three gradients in one pass over `x` and `dy`:
+//! `dx = w / σ · (dy - mean(dy) - x̂ · mean(dy · x̂))`, `dw = Σ dy · x̂`, `db = Σ dy`.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{by_dtype, slice, Float};
+
+/// Per-channel mean and (biased) variance of `x: [N, C, S]` on the CPU.
+pub(crate) fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
+    let x = x.contiguous()?;
+    let dims = x.dims3()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("forja-batch-norm: statistics of CPU tensors only")
+    };
+    by_dtype!("forja-batch-norm", cpu, stats(cpu, layout, dims))
+}
+
+fn stats<T: Float>(
+    s: &CpuStorage,
+    l: &Layout,
+    (n, c, s_len): (usize, usize, usize),
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let data = slice::<T>(s, l, "forja-batch-norm")?;
+    let count = (n * s_len) as f64;
+    Ok((0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let rows =
+                || (0..n).flat_map(move |i| &data[(i * c + ch) * s_len..(i * c + ch + 1) * s_len]);
+            let mean = rows().map(|v| v.to_f64()).sum::<f64>() / count;
+            let var = rows().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / count;
+            (mean, var)
+        })
+        .unzip())
+}
+
+/// The normalisation with fixed per-channel statistics; inputs `(x [N, C, S], w [C], b [C])`.
+#[derive(Debug, Clone)]
+struct BatchNormTrain {
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+}
+
+impl BatchNormTrain {
+    fn dims(&self, l: &Layout) -> Result<(usize, usize, usize)> {
+        match *l.dims() {
+            [n, c, s] if c == self.mean.len() => Ok((n, c, s)),
+            ref d => candle_core::bail!(
+                "forja-batch-norm: expected [N, {}, S], got {d:?}",
+                self.mean.len()
+            ),
+        }
+    }
+
+    fn forward<T: Float>(
+        &self,
+        x: &[T],
+        w: &[T],
+        b: &[T],
+        (_, c, s): (usize, usize, usize),
+    ) -> Vec<T> {
+        let mut y = vec![T::ZERO; x.len()];
+        y.par_chunks_mut(s.max(1))
+            .enumerate()
+            .for_each(|(row, yr)| {
+                let ch = row % c;
+                let scale = T::from_f64(self.inv_std[ch]) * w[ch];
+                let shift = b[ch] - T::from_f64(self.mean[ch]) * scale;
+                let xr = &x[row * s..(row + 1) * s];
+                for (y, &x) in yr.iter_mut().zip(xr) {
+                    *y = x * scale + shift;
+                }
+            });
+        y
+    }
+
+    /// `[dx (N*C*S), dw (C), db (C)]` flat.
+    fn backward<T: Float>(
+        &self,
+        x: &[T],
+        dy: &[T],
+        w: &[T],
+        (n, c, s): (usize, usize, usize),
+    ) -> Vec<T> {
+        let count = (n * s) as f64;
+        // Per channel: Σ dy and Σ dy · x̂ (f64).
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mean, inv) = (self.mean[ch], self.inv_std[ch]);
+                let (mut sg, mut sgx) = (0.0, 0.0);
+                for i in 0..n {
+                    let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                    for (&g, &v) in dy[r.clone()].iter().zip(&x[r]) {
+                        let g = g.to_f64();
+                        sg += g;
+                        sgx += g * (v.to_f64() - mean) * inv;
+                    }
+                }
+                (sg, sgx)
+            })
+            .collect();
+        let mut out = vec![T::ZERO; x.len() + 2 * c];
+        let (dx, dwb) = out.split_at_mut(x.len());
+        dx.par_chunks_mut(s.max(1))
+            .enumerate()
+            .for_each(|(row, dxr)| {
+                let ch = row % c;
+                let (mean, inv) = (self.mean[ch], self.inv_std[ch]);
+                let (mg, mgx) = (sums[ch].0 / count, sums[ch].1 / count);
+                let k = T::from_f64(w[ch].to_f64() * inv);
+                let r = row * s..(row + 1) * s;
+                for ((d, &g), &v) in dxr.iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
+                    let xhat = (v.to_f64() - mean) * inv;
+                    *d = k * T::from_f64(g.to_f64() - mg - xhat * mgx);
+                }
+            });
+        for ch in 0..c {
+            dwb[ch] = T::from_f64(sums[ch].1);
+            dwb[c + ch] = T::from_f64(sums[ch].0);
+        }
+        out
+    }
+}
+
+fn forward<T: Float>(
+    op: &BatchNormTrain,
+    args: [(&CpuStorage, &Layout); 3],
+) -> Result<(CpuStorage, Shape)> {
+    let name = "forja-batch-norm";
+    let dims = op.dims(args[0].1)?;
+    let [x, w, b] = args.map(|(s, l)| slice::<T>(s, l, name));
+    let y = op.forward(x?, w?, b?, dims);
+    Ok((T::to_cpu_storage_owned(y), args[0].1.shape().clone()))
+}
+
+fn backward<T: Float>(
+    op: &BatchNormTrain,
+    args: [(&CpuStorage, &Layout); 3],
+) -> Result<(CpuStorage, Shape)> {
+    let name = "forja-batch-norm-bwd";
+    let dims = op.dims(args[0].1)?;
+    let [x, dy, w] = args.map(|(s, l)| slice::<T>(s, l, name));
+    let out = op.backward(x?, dy?, w?, dims);
+    let len = out.len();
+    Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "forja-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(
+            self.name(),
+            s1,
+            forward(self, [(s1, l1), (s2, l2), (s3, l3)])
+        )
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let all = x.apply_op3(&g.contiguous()?, w, BatchNormBackward(self.clone()))?;
+        let (len, c) = (x.elem_count(), w.elem_count());
+        Ok((
+            Some(all.narrow(0, 0, len)?.reshape(x.shape())?),
+            Some(all.narrow(0, len, c)?),
+            Some(all.narrow(0, len + c, c)?),
+        ))
+    }
+}
+
+/// `(x, dy, w) -> [dx, dw, db]`; it has no gradient of its own (a second derivative through
+/// batch norm fails with candle's "backward not supported" error rather than coming out wrong).
+struct BatchNormBackward(BatchNormTrain);
+
+impl CustomOp3 for BatchNormBackward {
+    fn name(&self) -> &'static str {
+        "forja-batch-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            candle_core::bail!(
+                "{}: gradient {:?} for input {:?}",
+                self.name(),
+                l2.dims(),
+                l1.dims()
+            );
+        }
+        by_dtype!(
+            self.name(),
+            s1,
+            backward(&self.0, [(s1, l1), (s2, l2), (s3, l3)])
+        )
+    }
+}
+
+/// Training-mode batch norm of `x: [N, C, S]` with the statistics `(mean, var)` from
+/// [`channel_stats`], scale `w` and shift `b` (`[C]` each).
+pub(crate) fn batch_norm_train(
+    x: &Tensor,
+    (mean, var): (Vec<f64>, Vec<f64>),
+    eps: f64,
+    w: &Tensor,
+    b: &Tensor,
+) -> Result<Tensor> {
+    let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let op = BatchNormTrain { mean, inv_std };
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+}

@@ -1,0 +1,168 @@
+//! forja's own CPU kernels for the hot operations of training: convolution (forward and both
+//! backward passes, which are also the transposed convolution), its per-channel bias, max
+//! pooling and batch norm.
+//!
+//! candle 0.11's CPU convolution backward runs on one core and its transposed convolution is a
+//! direct loop; these kernels gather columns per sample (im2col), multiply with the `gemm`
+//! crate and spread the batch over rayon's threads. Each is a candle custom op whose backward
+//! pass is again a custom op, so the layers stay differentiable (the three convolution ops
+//! are each other's gradients, to any order).
+//!
+//! The layers choose them automatically for f32/f64 tensors on the CPU; on other devices they
+//! use candle's ops. `FORJA_KERNELS=off` (or [`set_enabled`]) switches them off, to compare.
+
+mod batch_norm;
+mod bias;
+mod conv;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use candle_core::{bail, CpuStorage, DType, Layout, Tensor};
+
+pub(crate) use batch_norm::{batch_norm_train, channel_stats};
+pub(crate) use bias::bias_add;
+#[cfg(test)]
+use conv::conv2d_weight_grad;
+pub(crate) use conv::{conv2d, conv_transpose2d, ConvShape};
+pub(crate) use pool::max_pool2d;
+
+/// The environment variable that switches the kernels off (`off`, `0` or `false`).
+pub const ENV: &str = "FORJA_KERNELS";
+
+/// 0: not read yet, 1: on, 2: off.
+static STATE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the layers use forja's CPU kernels (default: yes, unless `FORJA_KERNELS=off`).
+pub fn enabled() -> bool {
+    match STATE.load(Ordering::Relaxed) {
+        0 => {
+            let off = std::env::var(ENV)
+                .map(|v| matches!(v.to_ascii_lowercase().as_str(), "off" | "0" | "false"))
+                .unwrap_or(false);
+            STATE.store(if off { 2 } else { 1 }, Ordering::Relaxed);
+            !off
+        }
+        s => s == 1,
+    }
+}
+
+/// Switches the kernels on or off for the whole process (tests compare both paths).
+pub fn set_enabled(on: bool) {
+    STATE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Whether the kernels handle these tensors: enabled, all on the CPU, all f32 or all f64.
+pub(crate) fn applies(ts: &[&Tensor]) -> bool {
+    let dtype = ts[0].dtype();
+    enabled()
+        && matches!(dtype, DType::F32 | DType::F64)
+        && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == dtype)
+}
+
+/// The element types the kernels run on.
+pub(crate) trait Float: candle_core::WithDType {
+    const ZERO: Self;
+    const ONE: Self;
+    const NEG_INFINITY: Self;
+    fn is_nan(self) -> bool;
+}
+
+macro_rules! float {
+    ($t:ty) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+        }
+    };
+}
+float!(f32);
+float!(f64);
+
+/// The contiguous data of a custom op's argument.
+fn slice<'a, T: Float>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
+    let data = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: expects contiguous inputs"),
+    }
+}
+
+/// Calls `$run::<T>(args)` for the dtype of storage `$s` (f32 or f64).
+macro_rules! by_dtype {
+    ($op:expr, $s:expr, $run:ident($($arg:expr),*)) => {{
+        let run = match candle_core::backend::BackendStorage::dtype($s) {
+            candle_core::DType::F32 => $run::<f32>,
+            candle_core::DType::F64 => $run::<f64>,
+            dt => candle_core::bail!("{}: f32 or f64 only, got {dt:?}", $op),
+        };
+        run($($arg),*)
+    }};
+}
+pub(crate) use by_dtype;
+
+/// `dst[m, n] (+)= a[m, k] · b[k, n]` on one thread; each matrix given by its pointer and
+/// (row stride, column stride). `accumulate` adds to `dst` instead of overwriting it.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: Float>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    dst_rs: usize,
+    a: &[T],
+    (a_rs, a_cs): (usize, usize),
+    b: &[T],
+    (b_rs, b_cs): (usize, usize),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // The extents the strides reach: checked here so the unsafe call stays in bounds.
+    assert!((m - 1) * dst_rs + n <= dst.len(), "matmul: dst too small");
+    if k > 0 {
+        assert!(
+            (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+            "matmul: a too small"
+        );
+        assert!(
+            (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+            "matmul: b too small"
+        );
+    }
+    // SAFETY: the asserts above keep every index the strides produce inside the slices, and
+    // `dst` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Tensors made contiguous (custom ops read plain slices).
+fn contiguous(ts: [&Tensor; 2]) -> candle_core::Result<[Tensor; 2]> {
+    Ok([ts[0].contiguous()?, ts[1].contiguous()?])
+}

@@ -1,0 +1,280 @@
+//! Every kernel against candle's own ops, forward and gradients, on random geometries
+//! (strides, padding, dilation, groups, odd and non-square sizes). Both paths are called
+//! directly, so the tests do not depend on the process-wide switch.
+
+use candle_core::{DType, Device, Tensor, Var};
+use proptest::prelude::*;
+
+use super::*;
+use crate::window::{conv2d_candle, conv_transpose2d_candle, Axis, ConvGeometry};
+use crate::{BatchNorm, BatchNormConfig, PoolConfig};
+
+fn cfg(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Seeded values uniform in [-2, 2) (so proptest cases reproduce).
+fn randn(seed: u64, shape: &[usize]) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let data: Vec<f64> = (0..shape.iter().product())
+        .map(|_| rng.gen_range(-2.0..2.0))
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// `f(inputs)` and the gradients of `sum(f(inputs) * r)` for a fixed random `r`.
+fn value_and_grads(
+    inputs: &[Tensor],
+    f: impl Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&ts).unwrap();
+    let r = randn(99, y.dims());
+    let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = vars.iter().map(|v| grads.get(v).unwrap().clone()).collect();
+    (y.detach(), gs)
+}
+
+fn assert_same(kernel: (Tensor, Vec<Tensor>), reference: (Tensor, Vec<Tensor>)) {
+    let tol = 1e-10;
+    let d = max_diff(&kernel.0, &reference.0);
+    assert!(d < tol, "outputs differ by {d}");
+    for (i, (a, b)) in kernel.1.iter().zip(&reference.1).enumerate() {
+        let d = max_diff(a, b);
+        assert!(d < tol, "gradients of input {i} differ by {d}");
+    }
+}
+
+/// A geometry whose windows fit: `[height, width]` pairs.
+#[derive(Debug, Clone)]
+struct Geom {
+    n: usize,
+    groups: usize,
+    cg: usize,
+    og: usize,
+    size: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+}
+
+impl Geom {
+    fn conv(&self) -> ConvGeometry {
+        ConvGeometry {
+            padding: self.padding,
+            stride: self.stride,
+            dilation: self.dilation,
+            groups: self.groups,
+        }
+    }
+
+    fn axes(&self) -> [Axis; 2] {
+        self.conv().axes(self.size, self.kernel, "test").unwrap()
+    }
+
+    fn x(&self, seed: u64) -> Tensor {
+        randn(
+            seed,
+            &[self.n, self.cg * self.groups, self.size[0], self.size[1]],
+        )
+    }
+
+    fn w(&self, seed: u64) -> Tensor {
+        randn(
+            seed,
+            &[
+                self.og * self.groups,
+                self.cg,
+                self.kernel[0],
+                self.kernel[1],
+            ],
+        )
+    }
+
+    fn shape(&self) -> ConvShape {
+        let x = self.x(0);
+        self.conv().shape(&x, &self.w(0), self.axes()).unwrap()
+    }
+}
+
+fn geom() -> impl Strategy<Value = Geom> {
+    let pair = |lo: usize, hi: usize| [lo..hi, lo..hi];
+    (
+        (1..3usize, 1..3usize, 1..4usize, 1..4usize),
+        (pair(1, 4), pair(1, 3), pair(0, 3), pair(1, 3), pair(0, 6)),
+    )
+        .prop_map(
+            |((n, groups, cg, og), (kernel, stride, padding, dilation, extra))| {
+                // The input is at least the window (after padding), plus a random margin.
+                let size = [0, 1].map(|i| {
+                    let span = dilation[i] * (kernel[i] - 1) + 1;
+                    span.saturating_sub(2 * padding[i]).max(1) + extra[i]
+                });
+                Geom {
+                    n,
+                    groups,
+                    cg,
+                    og,
+                    size,
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(cfg(64))]
+
+    #[test]
+    fn conv_kernel_matches_candle_forward_and_gradients(g in geom(), seed in any::<u64>()) {
+        let (x, w) = (g.x(seed), g.w(seed ^ 1));
+        let shape = g.shape();
+        let kernel = value_and_grads(&[x.clone(), w.clone()], |t| conv2d(&t[0], &t[1], shape));
+        let reference = value_and_grads(&[x.clone(), w.clone()], |t| {
+            Ok(conv2d_candle(&t[0], &t[1], &g.conv(), "test").unwrap())
+        });
+        assert_same(kernel.clone(), reference);
+        // candle's own conv2d takes one padding, stride and dilation for both axes.
+        let square = g.stride[0] == g.stride[1] && g.padding[0] == g.padding[1] && g.dilation[0] == g.dilation[1];
+        if square {
+            let y = x.conv2d(&w, g.padding[0], g.stride[0], g.dilation[0], g.groups).unwrap();
+            prop_assert!(max_diff(&kernel.0, &y) < 1e-10);
+        }
+    }
+
+    #[test]
+    fn transposed_conv_kernel_matches_candle_forward_and_gradients(g in geom(), extra in [0..2usize, 0..2usize], seed in any::<u64>()) {
+        // The transposed convolution maps the conv's output size back to its input size (plus
+        // an output_padding that leaves the last rows/columns without any window).
+        let shape = g.shape();
+        let out_size = [0, 1].map(|i| {
+            let room = g.stride[i].max(g.dilation[i]) - 1;
+            [g.size[0], g.size[1]][i] + extra[i].min(room)
+        });
+        let shape = ConvShape { h: out_size[0], w: out_size[1], ..shape };
+        let y = randn(seed, &[g.n, shape.o, shape.oh, shape.ow]);
+        // Transposed-convolution weights are [C_in = o, C_out / groups = cg, KH, KW].
+        let w = g.w(seed ^ 2);
+        let kernel = value_and_grads(&[y.clone(), w.clone()], |t| conv_transpose2d(&t[0], &t[1], shape));
+        let reference = value_and_grads(&[y, w], |t| {
+            Ok(conv_transpose2d_candle(&t[0], &t[1], &g.conv(), out_size, "test").unwrap())
+        });
+        assert_same(kernel, reference);
+    }
+
+    #[test]
+    fn conv_kernels_second_derivatives_match_candle(g in geom(), seed in any::<u64>()) {
+        // d/dw of |dL/dx|², with dL/dx written as the transposed convolution (the gradient
+        // penalty's form): runs conv's backward-data op through its own backward pass.
+        let (x, w) = (g.x(seed), g.w(seed ^ 3));
+        let shape = g.shape();
+        let dy = randn(seed ^ 4, &[g.n, shape.o, shape.oh, shape.ow]);
+        let penalty = |t: &[Tensor], dx: Tensor| dx.sqr()?.sum_all()? + conv2d(&t[0], &t[1], shape)?.sum_all()?;
+        let kernel = value_and_grads(&[x.clone(), w.clone()], |t| penalty(t, conv_transpose2d(&dy, &t[1], shape)?));
+        let size = g.size;
+        let reference = value_and_grads(&[x, w], |t| {
+            let dx = conv_transpose2d_candle(&dy, &t[1], &g.conv(), size, "test").unwrap();
+            dx.sqr()?.sum_all()? + conv2d_candle(&t[0], &t[1], &g.conv(), "test").unwrap().sum_all()?
+        });
+        assert_same(kernel, reference);
+        // The weight-gradient op through its own backward pass (autograd detaches gradients,
+        // so it is reached directly), against central finite differences.
+        let dy = randn(seed ^ 5, &[g.n, shape.o, shape.oh, shape.ow]);
+        crate::check::check_gradients(&[g.x(seed), dy], |t| conv2d_weight_grad(&t[0], &t[1], shape)).unwrap();
+    }
+
+    #[test]
+    fn max_pool_kernel_matches_candle_forward_and_gradient(k in [1..4usize, 1..4usize], s in [1..4usize, 1..4usize],
+            pad in [0..2usize, 0..2usize], dil in [1..3usize, 1..3usize], ceil in any::<bool>(),
+            size in [1..10usize, 1..10usize], ties in any::<bool>(), seed in any::<u64>()) {
+        let pool = PoolConfig { kernel: k, stride: s, padding: pad, dilation: dil, ceil_mode: ceil, count_include_pad: true };
+        let mut x = randn(seed, &[2, 3, size[0] + 2 * k[0], size[1] + 2 * k[1]]);
+        if ties {
+            // Few distinct values: the first maximum of each window must win, as in candle's path.
+            x = (x * 1.5).unwrap().round().unwrap();
+        }
+        let Ok(axes) = (|| -> crate::Result<[Axis; 2]> {
+            Ok([pool.axis(0, x.dim(2)?, "test")?, pool.axis(1, x.dim(3)?, "test")?])
+        })() else {
+            return Ok(()); // padding more than half the window: refused by both paths
+        };
+        let kernel = value_and_grads(&[x.clone()], |t| max_pool2d(&t[0], axes));
+        let reference = value_and_grads(&[x], |t| Ok(crate::max_pool2d_with_indices(&t[0], &pool).unwrap().0));
+        assert_same(kernel, reference);
+    }
+
+    #[test]
+    fn bias_kernel_matches_candle_and_its_channel_sum_has_a_gradient(n in 1..4usize, c in 1..5usize, s in 1..20usize, seed in any::<u64>()) {
+        let (x, b) = (randn(seed, &[n, c, s]), randn(seed ^ 7, &[c]));
+        let kernel = value_and_grads(&[x.clone(), b.clone()], |t| bias_add(&t[0], &t[1]));
+        let reference = value_and_grads(&[x.clone(), b], |t| t[0].broadcast_add(&t[1].reshape((1, c, 1))?));
+        assert_same(kernel, reference);
+        // The bias gradient's op (a per-channel sum) has a gradient of its own.
+        crate::check::check_gradients(&[x], |t| bias::channel_sum(&t[0])).unwrap();
+    }
+
+    #[test]
+    fn batch_norm_kernel_matches_candle_forward_gradients_and_running_stats(n in 1..4usize, c in 1..5usize,
+            s in 1..20usize, affine in any::<bool>(), seed in any::<u64>()) {
+        let x = randn(seed, &[n + 1, c, s]).affine(3.0, 1.0).unwrap();
+        let (w, b) = (randn(seed ^ 5, &[c]), randn(seed ^ 6, &[c]));
+        let count = (n + 1) * s;
+        let kernel = value_and_grads(&[x.clone(), w.clone(), b.clone()], |t| {
+            let stats = channel_stats(&t[0])?;
+            batch_norm_train(&t[0], stats, 1e-5, &t[1], &t[2])
+        });
+        // candle ops: the textbook formula.
+        let reference = value_and_grads(&[x.clone(), w.clone(), b.clone()], |t| {
+            let mean = (t[0].sum_keepdim(2)?.sum_keepdim(0)? / count as f64)?;
+            let centered = t[0].broadcast_sub(&mean)?;
+            let var = (centered.sqr()?.sum_keepdim(2)?.sum_keepdim(0)? / count as f64)?;
+            centered
+                .broadcast_div(&(var + 1e-5)?.sqrt()?)?
+                .broadcast_mul(&t[1].reshape((1, c, 1))?)?
+                .broadcast_add(&t[2].reshape((1, c, 1))?)
+        });
+        assert_same(kernel.clone(), reference);
+        // Through the layer (kernels on by default): the same output where it is affine, and
+        // the running statistics updated as PyTorch does.
+        let dev = Device::Cpu;
+        let (lw, lb) = if affine { (Some(w.clone()), Some(b.clone())) } else { (None, None) };
+        let bn = BatchNorm::from_parts(lw, lb, Tensor::zeros(c, DType::F64, &dev).unwrap(),
+            Tensor::ones(c, DType::F64, &dev).unwrap(), BatchNormConfig::default()).unwrap();
+        let y = candle_core::ModuleT::forward_t(&bn, &x, true).unwrap();
+        if affine {
+            prop_assert!(max_diff(&y, &kernel.0) < 1e-10);
+        }
+        let mean = x.mean_keepdim(2).unwrap().mean_keepdim(0).unwrap().flatten_all().unwrap();
+        let var = x.broadcast_sub(&mean.reshape((1, c, 1)).unwrap()).unwrap().sqr().unwrap()
+            .sum_keepdim(2).unwrap().sum_keepdim(0).unwrap().flatten_all().unwrap();
+        let m = BatchNormConfig::default().momentum;
+        let want_mean = (mean * m).unwrap();
+        let want_var = ((var * (m / (count - 1) as f64)).unwrap() + (1.0 - m)).unwrap();
+        prop_assert!(max_diff(bn.running_mean(), &want_mean) < 1e-12);
+        prop_assert!(max_diff(bn.running_var(), &want_var) < 1e-12);
+    }
+}
