@@ -470,7 +470,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    forja_train::memory::keep_freed_memory();
+    forja_train::runtime::tune_for_training();
     let result = run(Cli::parse().command);
     match result {
         Ok(()) => ExitCode::SUCCESS,

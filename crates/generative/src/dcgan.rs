@@ -7,7 +7,7 @@
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use forja_layers::{
-    BatchNorm, BatchNormConfig, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig,
+    relu, BatchNorm, BatchNormConfig, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig,
 };
 
 use crate::gan::LEAKY_SLOPE;
@@ -66,8 +66,8 @@ impl ConvGenerator {
             .fc
             .forward(z)?
             .reshape((z.dim(0)?, 2 * self.width, h / 4, w / 4))?;
-        let x = self.bn0.forward_t(&x, train)?.relu()?;
-        let x = self.bn1.forward_t(&self.up1.forward(&x)?, train)?.relu()?;
+        let x = relu(&self.bn0.forward_t(&x, train)?)?;
+        let x = relu(&self.bn1.forward_t(&self.up1.forward(&x)?, train)?)?;
         let x = candle_nn::ops::sigmoid(&self.up2.forward(&x)?)?;
         Ok(x.flatten_from(1)?)
     }

@@ -8,7 +8,7 @@ use std::f64::consts::TAU;
 
 use candle_core::{Module, Tensor, D};
 use candle_nn::{seq, Linear, Sequential, VarBuilder};
-use forja_layers::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
+use forja_layers::{relu, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
 
 use crate::noise::standard_normal;
 use crate::{GenerativeError, Result};
@@ -106,10 +106,10 @@ impl Vae {
             None => (
                 seq()
                     .add(candle_nn::linear(i, h, vb.pp("encoder.fc"))?)
-                    .add_fn(|x| x.relu()),
+                    .add_fn(relu),
                 seq()
                     .add(candle_nn::linear(l, h, vb.pp("decoder.fc"))?)
-                    .add_fn(|x| x.relu())
+                    .add_fn(relu)
                     .add(candle_nn::linear(h, i, vb.pp("decoder.out"))?),
             ),
             Some([c, ih, iw]) => {
@@ -127,16 +127,16 @@ impl Vae {
                     seq()
                         .add_fn(move |x| x.reshape((x.dim(0)?, c, ih, iw)))
                         .add(Conv2d::new(c, 32, 4, down, vb.pp("encoder.conv1"))?)
-                        .add_fn(|x| x.relu())
+                        .add_fn(relu)
                         .add(Conv2d::new(32, 64, 4, down, vb.pp("encoder.conv2"))?)
-                        .add_fn(|x| x.relu()?.flatten_from(1))
+                        .add_fn(|x| relu(x)?.flatten_from(1))
                         .add(candle_nn::linear(inner, h, vb.pp("encoder.fc"))?)
-                        .add_fn(|x| x.relu()),
+                        .add_fn(relu),
                     seq()
                         .add(candle_nn::linear(l, h, vb.pp("decoder.fc"))?)
-                        .add_fn(|x| x.relu())
+                        .add_fn(relu)
                         .add(candle_nn::linear(h, inner, vb.pp("decoder.fc2"))?)
-                        .add_fn(move |x| x.relu()?.reshape((x.dim(0)?, 64, fh, fw)))
+                        .add_fn(move |x| relu(x)?.reshape((x.dim(0)?, 64, fh, fw)))
                         .add(ConvTranspose2d::new(
                             64,
                             32,
@@ -144,7 +144,7 @@ impl Vae {
                             up,
                             vb.pp("decoder.deconv1"),
                         )?)
-                        .add_fn(|x| x.relu())
+                        .add_fn(relu)
                         .add(ConvTranspose2d::new(
                             32,
                             c,

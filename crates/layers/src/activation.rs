@@ -1,6 +1,26 @@
-//! The activation functions the nets need, as one `Module` enum.
+//! The activation functions the nets need, as one `Module` enum, and the rectifiers as
+//! functions that take forja's CPU kernel where it applies.
 
 use candle_core::{Module, Tensor};
+
+use crate::kernels;
+
+/// `max(x, 0)`; its gradient is 0 at 0, as in PyTorch.
+pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
+    leaky_relu(x, 0.0)
+}
+
+/// `x` for `x > 0`, `slope * x` otherwise; on the CPU one pass forward and one backward
+/// (composed from candle ops it is five, each allocating).
+pub fn leaky_relu(x: &Tensor, slope: f64) -> candle_core::Result<Tensor> {
+    if kernels::applies(&[x]) && slope >= 0.0 {
+        return kernels::leaky_relu(x, slope);
+    }
+    if slope == 0.0 {
+        return x.relu();
+    }
+    x.relu()? - (x.neg()?.relu()? * slope)?
+}
 
 /// An element-wise non-linearity.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -24,8 +44,8 @@ pub enum Activation {
 impl Module for Activation {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match *self {
-            Activation::Relu => x.relu(),
-            Activation::LeakyRelu(slope) => x.relu()? - (x.neg()?.relu()? * slope)?,
+            Activation::Relu => relu(x),
+            Activation::LeakyRelu(slope) => leaky_relu(x, slope),
             Activation::Elu(alpha) => x.elu(alpha),
             Activation::Tanh => x.tanh(),
             Activation::Sigmoid => candle_nn::ops::sigmoid(x),

@@ -111,9 +111,9 @@ impl BatchNorm {
         Ok(())
     }
 
-    /// Training mode with forja's CPU kernels: statistics and normalisation each in one
-    /// parallel pass, the backward pass in one more.
-    fn normalize_kernel(&self, x3: &Tensor, count: usize) -> Result<Tensor> {
+    /// Training mode with forja's CPU kernels: statistics and normalisation (and the ReLU
+    /// after it, if `relu`) each in one parallel pass, the backward pass in one more.
+    fn normalize_kernel(&self, x3: &Tensor, count: usize, relu: bool) -> Result<Tensor> {
         let (mean, var) = kernels::channel_stats(x3)?;
         let c = mean.len();
         let dev = x3.device();
@@ -125,19 +125,20 @@ impl BatchNorm {
         let ones = || Tensor::ones(c, x3.dtype(), dev);
         let w = self.weight.clone().map_or_else(ones, Ok)?;
         let b = self.bias.clone().map_or_else(|| w.zeros_like(), Ok)?;
+        let stats = (mean, var);
         Ok(kernels::batch_norm_train(
             x3,
-            (mean, var),
+            stats,
             self.cfg.eps,
-            &w,
-            &b,
+            (&w, &b),
+            relu,
         )?)
     }
 
     /// Works on the `[N, C, S]` view (S = spatial size): per-channel statistics are a fast
     /// last-dim reduction followed by a small one over the batch, and the normalisation is
-    /// folded into one per-channel scale and shift.
-    fn normalize(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// folded into one per-channel scale and shift; `relu` applies a ReLU to the result.
+    fn normalize(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         self.check(x)?;
         let (n, c) = (x.dim(0)?, x.dim(1)?);
         let x3 = x.reshape((n, c, ()))?;
@@ -152,7 +153,7 @@ impl BatchNorm {
             }
             let params: Vec<&Tensor> = self.weight.iter().chain(&self.bias).collect();
             if kernels::applies(&[&[&x3], &params[..]].concat()) {
-                return Ok(self.normalize_kernel(&x3, count)?.reshape(x.dims())?);
+                return Ok(self.normalize_kernel(&x3, count, relu)?.reshape(x.dims())?);
             }
             let mean = (x3.sum_keepdim(2)?.sum_keepdim(0)? / count as f64)?;
             let var = (x3
@@ -177,7 +178,14 @@ impl BatchNorm {
             shift = shift.broadcast_add(&b.reshape((1, c, 1))?)?;
         }
         let y = x3.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+        let y = if relu { crate::relu(&y)? } else { y };
         Ok(y.reshape(x.dims())?)
+    }
+
+    /// `relu(batch_norm(x))` as one operation where forja's kernels apply (training mode on
+    /// the CPU): it stores one activation fewer for the backward pass and makes one pass less.
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.normalize(x, train, true)
     }
 }
 
@@ -227,7 +235,7 @@ fn affine(
 
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        Ok(self.normalize(x, train)?)
+        Ok(self.normalize(x, train, false)?)
     }
 }
 

@@ -13,8 +13,8 @@
 use candle_core::{ModuleT, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 use forja_layers::{
-    adaptive_avg_pool2d, conv_out_len, max_pool2d, Conv2d, ConvConfig, Dropout, LocalResponseNorm,
-    PoolConfig,
+    adaptive_avg_pool2d, conv_out_len, max_pool2d, relu, Conv2d, ConvConfig, Dropout,
+    LocalResponseNorm, PoolConfig,
 };
 
 use forja_layers::trace::record;
@@ -199,7 +199,7 @@ impl ModuleT for AlexNet {
             x = match f {
                 Feature::Conv(c) => {
                     convs += 1;
-                    record(format_args!("conv{convs}"), c.forward(&x)?.relu()?)
+                    record(format_args!("conv{convs}"), relu(&c.forward(&x)?)?)
                 }
                 Feature::Lrn(l) => {
                     lrns += 1;
@@ -216,7 +216,7 @@ impl ModuleT for AlexNet {
         for (k, (fc, drop)) in self.fcs.iter().zip(&self.dropout).enumerate() {
             x = record(
                 format_args!("fc{}", k + 1),
-                fc.forward(&drop.forward_t(&x, train)?)?.relu()?,
+                relu(&fc.forward(&drop.forward_t(&x, train)?)?)?,
             );
         }
         Ok(record("fc3", self.fcs[2].forward(&x)?))

@@ -37,6 +37,14 @@ impl ConvBn {
     }
 }
 
+impl ConvBn {
+    /// `relu(bn(conv(x)))`, with batch norm and ReLU fused where forja's kernels apply.
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let y = candle_core::Module::forward(&self.conv, x)?;
+        Ok(self.bn.forward_relu_t(&y, train)?)
+    }
+}
+
 impl ModuleT for ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.bn

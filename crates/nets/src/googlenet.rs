@@ -17,7 +17,7 @@
 use candle_core::{ModuleT, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 use forja_layers::{
-    adaptive_avg_pool2d, global_avg_pool2d, max_pool2d, BatchNorm, BatchNormConfig, Conv2d,
+    adaptive_avg_pool2d, global_avg_pool2d, max_pool2d, relu, BatchNorm, BatchNormConfig, Conv2d,
     ConvConfig, Dropout, LocalResponseNorm, PoolConfig,
 };
 
@@ -162,8 +162,8 @@ impl ModuleT for Unit {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = self.conv.forward(x)?;
         match &self.bn {
-            Some(bn) => bn.forward_t(&y, train)?.relu(),
-            None => y.relu(),
+            Some(bn) => relu(&bn.forward_t(&y, train)?),
+            None => relu(&y),
         }
     }
 }
@@ -249,7 +249,7 @@ impl ModuleT for AuxHead {
         let x = self
             .conv
             .forward_t(&adaptive_avg_pool2d(x, [4, 4])?, train)?;
-        let x = self.fc1.forward(&x.flatten_from(1)?)?.relu()?;
+        let x = relu(&self.fc1.forward(&x.flatten_from(1)?)?)?;
         self.fc2.forward(&self.dropout.forward_t(&x, train)?)
     }
 }

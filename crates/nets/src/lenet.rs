@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 use forja_layers::trace::record;
-use forja_layers::{max_pool2d, Conv2d, ConvConfig, PoolConfig};
+use forja_layers::{max_pool2d, relu, Conv2d, ConvConfig, PoolConfig};
 use forja_train::{DataSpec, ModelEntry, RunConfig, Task};
 
 use crate::{NetError, Result};
@@ -49,13 +49,13 @@ impl LeNet5 {
 
 impl Module for LeNet5 {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let x = record("conv1", self.conv1.forward(x)?.relu()?);
+        let x = record("conv1", relu(&self.conv1.forward(x)?)?);
         let pool = PoolConfig::new(2);
         let x = record("pool1", max_pool2d(&x, &pool)?);
-        let x = record("conv2", self.conv2.forward(&x)?.relu()?);
+        let x = record("conv2", relu(&self.conv2.forward(&x)?)?);
         let x = record("pool2", max_pool2d(&x, &pool)?).flatten_from(1)?;
-        let x = record("fc1", self.fc1.forward(&x)?.relu()?);
-        let x = record("fc2", self.fc2.forward(&x)?.relu()?);
+        let x = record("fc1", relu(&self.fc1.forward(&x)?)?);
+        let x = record("fc2", relu(&self.fc2.forward(&x)?)?);
         Ok(record("fc3", self.fc3.forward(&x)?))
     }
 }

@@ -7,7 +7,7 @@
 
 use candle_core::{ModuleT, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
-use forja_layers::{global_avg_pool2d, max_pool2d, PoolConfig};
+use forja_layers::{global_avg_pool2d, max_pool2d, relu, PoolConfig};
 
 use crate::blocks::ConvBn;
 use forja_layers::trace::record;
@@ -128,16 +128,17 @@ impl ModuleT for Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut y = x.clone();
         for (i, conv) in self.convs.iter().enumerate() {
-            y = conv.forward_t(&y, train)?;
-            if i + 1 < self.convs.len() {
-                y = y.relu()?;
-            }
+            y = if i + 1 < self.convs.len() {
+                conv.forward_relu_t(&y, train)?
+            } else {
+                conv.forward_t(&y, train)?
+            };
         }
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        relu(&(y + shortcut)?)
     }
 }
 
@@ -217,7 +218,7 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut x = record("conv1", self.stem.forward_t(x, train)?.relu()?);
+        let mut x = record("conv1", self.stem.forward_relu_t(x, train)?);
         if self.max_pool {
             x = record(
                 "maxpool",

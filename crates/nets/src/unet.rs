@@ -6,7 +6,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use forja_layers::{
-    Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig, MaxPool2d, PoolConfig,
+    relu, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig, MaxPool2d, PoolConfig,
 };
 
 use crate::{NetError, Result};
@@ -100,7 +100,7 @@ impl DoubleConv {
 
 impl Module for DoubleConv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.1.forward(&self.0.forward(x)?.relu()?)?.relu()
+        relu(&self.1.forward(&relu(&self.0.forward(x)?)?)?)
     }
 }
 

@@ -10,7 +10,7 @@
 use candle_core::{ModuleT, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 use forja_layers::{
-    adaptive_avg_pool2d, max_pool2d, BatchNorm, BatchNormConfig, Conv2d, ConvConfig, Dropout,
+    adaptive_avg_pool2d, max_pool2d, relu, BatchNorm, BatchNormConfig, Conv2d, ConvConfig, Dropout,
     PoolConfig,
 };
 
@@ -155,7 +155,7 @@ impl ModuleT for Vgg {
                         Some(bn) => bn.forward_t(&y, train)?,
                         None => y,
                     };
-                    record(format_args!("conv{convs}"), y.relu()?)
+                    record(format_args!("conv{convs}"), relu(&y)?)
                 }
                 Feature::Pool => {
                     pools += 1;
@@ -169,7 +169,7 @@ impl ModuleT for Vgg {
                 for (k, (fc, drop)) in self.fcs.iter().zip(&self.dropout).enumerate() {
                     x = record(
                         format_args!("fc{}", k + 1),
-                        drop.forward_t(&fc.forward(&x)?.relu()?, train)?,
+                        drop.forward_t(&relu(&fc.forward(&x)?)?, train)?,
                     );
                 }
                 Ok(record("fc3", self.fcs[2].forward(&x)?))

@@ -9,8 +9,8 @@ use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
 use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 use forja_generative::vae::{Vae, VaeConfig};
 use forja_layers::{
-    BatchNorm, BatchNormConfig, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig,
-    MaxPool2d, PoolConfig,
+    leaky_relu, relu, BatchNorm, BatchNormConfig, Conv2d, ConvConfig, ConvTranspose2d,
+    ConvTransposeConfig, MaxPool2d, PoolConfig,
 };
 use forja_nets::{LeNet5, ResNet, ResNetConfig};
 use forja_train::{Optimizer, OptimizerConfig, OptimizerKind, ParamStore};
@@ -162,9 +162,8 @@ impl HalfCoupling {
         if !self.cond_first {
             std::mem::swap(&mut a, &mut b);
         }
-        let h = self.net[1]
-            .forward(&self.net[0].forward(&a)?.relu()?)?
-            .relu()?;
+        let h = relu(&self.net[0].forward(&a)?)?;
+        let h = relu(&self.net[1].forward(&h)?)?;
         let st = self.net[2].forward(&h)?;
         let s = st.narrow(1, 0, half)?.tanh()?;
         let b = ((b * s.exp()?)? + st.narrow(1, half, half)?)?;
@@ -245,9 +244,9 @@ impl Generator {
     }
 
     fn forward(&self, z: &Tensor) -> candle_core::Result<Tensor> {
-        let x = self.bn0.forward_t(&self.fc.forward(z)?, true)?.relu()?;
+        let x = self.bn0.forward_relu_t(&self.fc.forward(z)?, true)?;
         let x = x.reshape((z.dim(0)?, 128, 7, 7))?;
-        let x = self.bn1.forward_t(&self.ct1.forward(&x)?, true)?.relu()?;
+        let x = self.bn1.forward_relu_t(&self.ct1.forward(&x)?, true)?;
         self.ct2.forward(&x)?.tanh()
     }
 }
@@ -272,7 +271,7 @@ impl Discriminator {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let leaky = |t: &Tensor| candle_nn::ops::leaky_relu(t, 0.2);
+        let leaky = |t: &Tensor| leaky_relu(t, 0.2);
         let x = leaky(&self.c1.forward(x)?)?;
         let x = leaky(&self.bn2.forward_t(&self.c2.forward(&x)?, true)?)?;
         self.fc.forward(&x.flatten_from(1)?)
@@ -282,7 +281,7 @@ impl Discriminator {
 /// Binary cross-entropy with logits against a constant target (1 or 0), averaged.
 fn bce_logits(logits: &Tensor, target: f64) -> candle_core::Result<Tensor> {
     // -[t log σ(l) + (1 - t) log(1 - σ(l))] = softplus(l) - t l
-    let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let softplus = (relu(logits)? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
     (softplus - (logits * target)?)?.mean_all()
 }
 
@@ -328,7 +327,7 @@ impl DoubleConv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for (conv, bn) in &self.0 {
-            x = bn.forward_t(&conv.forward(&x)?, true)?.relu()?;
+            x = bn.forward_relu_t(&conv.forward(&x)?, true)?;
         }
         Ok(x)
     }

@@ -38,11 +38,13 @@ fn stats<T: Float>(
         .unzip())
 }
 
-/// The normalisation with fixed per-channel statistics; inputs `(x [N, C, S], w [C], b [C])`.
+/// The normalisation with fixed per-channel statistics; inputs `(x [N, C, S], w [C], b [C])`,
+/// optionally followed by a ReLU (one stored activation fewer per layer, and one pass less).
 #[derive(Debug, Clone)]
 struct BatchNormTrain {
     mean: Vec<f64>,
     inv_std: Vec<f64>,
+    relu: bool,
 }
 
 impl BatchNormTrain {
@@ -72,7 +74,8 @@ impl BatchNormTrain {
                 let shift = b[ch] - T::from_f64(self.mean[ch]) * scale;
                 let xr = &x[row * s..(row + 1) * s];
                 for (y, &x) in yr.iter_mut().zip(xr) {
-                    *y = x * scale + shift;
+                    let v = x * scale + shift;
+                    *y = if self.relu && v < T::ZERO { T::ZERO } else { v };
                 }
             });
         y
@@ -176,10 +179,15 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let all = x.apply_op3(&g.contiguous()?, w, BatchNormBackward(self.clone()))?;
+        let g = if self.relu {
+            super::rectify::leaky_relu_backward(g, y, 0.0)?
+        } else {
+            g.contiguous()?
+        };
+        let all = x.apply_op3(&g, w, BatchNormBackward(self.clone()))?;
         let (len, c) = (x.elem_count(), w.elem_count());
         Ok((
             Some(all.narrow(0, 0, len)?.reshape(x.shape())?),
@@ -224,16 +232,20 @@ impl CustomOp3 for BatchNormBackward {
 }
 
 /// Training-mode batch norm of `x: [N, C, S]` with the statistics `(mean, var)` from
-/// [`channel_stats`], scale `w` and shift `b` (`[C]` each).
+/// [`channel_stats`], scale `w` and shift `b` (`[C]` each), then a ReLU if `relu`.
 pub(crate) fn batch_norm_train(
     x: &Tensor,
     (mean, var): (Vec<f64>, Vec<f64>),
     eps: f64,
-    w: &Tensor,
-    b: &Tensor,
+    (w, b): (&Tensor, &Tensor),
+    relu: bool,
 ) -> Result<Tensor> {
     let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let op = BatchNormTrain { mean, inv_std };
+    let op = BatchNormTrain {
+        mean,
+        inv_std,
+        relu,
+    };
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }

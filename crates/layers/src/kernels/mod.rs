@@ -1,6 +1,6 @@
 //! forja's own CPU kernels for the hot operations of training: convolution (forward and both
 //! backward passes, which are also the transposed convolution), its per-channel bias, max
-//! pooling and batch norm.
+//! pooling, batch norm and (leaky) ReLU.
 //!
 //! candle 0.11's CPU convolution backward runs on one core and its transposed convolution is a
 //! direct loop; these kernels gather columns per sample (im2col), multiply with the `gemm`
@@ -15,6 +15,7 @@ mod batch_norm;
 mod bias;
 mod conv;
 mod pool;
+mod rectify;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,7 @@ pub(crate) use bias::bias_add;
 use conv::conv2d_weight_grad;
 pub(crate) use conv::{conv2d, conv_transpose2d, ConvShape};
 pub(crate) use pool::max_pool2d;
+pub(crate) use rectify::leaky_relu;
 
 /// The environment variable that switches the kernels off (`off`, `0` or `false`).
 pub const ENV: &str = "FORJA_KERNELS";

@@ -238,24 +238,37 @@ proptest! {
     }
 
     #[test]
+    fn leaky_relu_kernel_matches_candle_and_its_backward_has_a_gradient(len in 1..3000usize, slope in prop::sample::select(vec![0.0, 0.01, 0.2, 1.0]), seed in any::<u64>()) {
+        let x = randn(seed, &[len]);
+        let kernel = value_and_grads(std::slice::from_ref(&x), |t| leaky_relu(&t[0], slope));
+        let reference = value_and_grads(std::slice::from_ref(&x), |t| t[0].relu()? - (t[0].neg()?.relu()? * slope)?);
+        assert_same(kernel, reference);
+        let y = leaky_relu(&x, slope).unwrap();
+        crate::check::check_gradients(&[randn(seed ^ 8, &[len])], |t| {
+            rectify::leaky_relu_backward(&t[0], &y, slope)
+        }).unwrap();
+    }
+
+    #[test]
     fn batch_norm_kernel_matches_candle_forward_gradients_and_running_stats(n in 1..4usize, c in 1..5usize,
-            s in 1..20usize, affine in any::<bool>(), seed in any::<u64>()) {
+            s in 1..20usize, affine in any::<bool>(), relu in any::<bool>(), seed in any::<u64>()) {
         let x = randn(seed, &[n + 1, c, s]).affine(3.0, 1.0).unwrap();
         let (w, b) = (randn(seed ^ 5, &[c]), randn(seed ^ 6, &[c]));
         let count = (n + 1) * s;
         let kernel = value_and_grads(&[x.clone(), w.clone(), b.clone()], |t| {
             let stats = channel_stats(&t[0])?;
-            batch_norm_train(&t[0], stats, 1e-5, &t[1], &t[2])
+            batch_norm_train(&t[0], stats, 1e-5, (&t[1], &t[2]), relu)
         });
         // candle ops: the textbook formula.
         let reference = value_and_grads(&[x.clone(), w.clone(), b.clone()], |t| {
             let mean = (t[0].sum_keepdim(2)?.sum_keepdim(0)? / count as f64)?;
             let centered = t[0].broadcast_sub(&mean)?;
             let var = (centered.sqr()?.sum_keepdim(2)?.sum_keepdim(0)? / count as f64)?;
-            centered
+            let y = centered
                 .broadcast_div(&(var + 1e-5)?.sqrt()?)?
                 .broadcast_mul(&t[1].reshape((1, c, 1))?)?
-                .broadcast_add(&t[2].reshape((1, c, 1))?)
+                .broadcast_add(&t[2].reshape((1, c, 1))?)?;
+            if relu { y.relu() } else { Ok(y) }
         });
         assert_same(kernel.clone(), reference);
         // Through the layer (kernels on by default): the same output where it is affine, and
@@ -264,7 +277,11 @@ proptest! {
         let (lw, lb) = if affine { (Some(w.clone()), Some(b.clone())) } else { (None, None) };
         let bn = BatchNorm::from_parts(lw, lb, Tensor::zeros(c, DType::F64, &dev).unwrap(),
             Tensor::ones(c, DType::F64, &dev).unwrap(), BatchNormConfig::default()).unwrap();
-        let y = candle_core::ModuleT::forward_t(&bn, &x, true).unwrap();
+        let y = if relu {
+            bn.forward_relu_t(&x, true).unwrap()
+        } else {
+            candle_core::ModuleT::forward_t(&bn, &x, true).unwrap()
+        };
         if affine {
             prop_assert!(max_diff(&y, &kernel.0) < 1e-10);
         }

@@ -1,0 +1,112 @@
+//! Leaky ReLU (ReLU at slope 0) in one pass each way. The backward pass reads the output's sign,
+//! which is the input's for a slope >= 0, so it needs nothing saved beyond the output.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{slice, Float};
+
+/// Elements per parallel chunk.
+const CHUNK: usize = 1 << 14;
+
+#[derive(Debug, Clone, Copy)]
+struct Rectify {
+    slope: f64,
+}
+
+fn forward<T: Float>(op: &Rectify, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    let x = slice::<T>(s, l, "forja-leaky-relu")?;
+    let slope = T::from_f64(op.slope);
+    let mut y = vec![T::ZERO; x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = if x > T::ZERO { x } else { x * slope };
+            }
+        });
+    Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
+}
+
+impl CustomOp1 for Rectify {
+    fn name(&self) -> &'static str {
+        "forja-leaky-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::by_dtype!(self.name(), s, forward(self, s, l))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(g.contiguous()?.apply_op2(y, Slope(*self))?))
+    }
+}
+
+/// `(g, y) -> g` where `y > 0`, `slope * g` elsewhere: linear in `g`, so its own gradient is
+/// the same map (and zero with respect to `y`, almost everywhere).
+struct Slope(Rectify);
+
+fn backward<T: Float>(
+    op: &Rectify,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let name = "forja-leaky-relu-bwd";
+    let (g, y) = (slice::<T>(s1, l1, name)?, slice::<T>(s2, l2, name)?);
+    if g.len() != y.len() {
+        candle_core::bail!(
+            "{name}: gradient {:?} for output {:?}",
+            l1.dims(),
+            l2.dims()
+        );
+    }
+    let slope = T::from_f64(op.slope);
+    let mut dx = vec![T::ZERO; g.len()];
+    dx.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+        .for_each(|(dx, (g, y))| {
+            for ((dx, &g), &y) in dx.iter_mut().zip(g).zip(y) {
+                *dx = if y > T::ZERO { g } else { g * slope };
+            }
+        });
+    Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
+}
+
+impl CustomOp2 for Slope {
+    fn name(&self) -> &'static str {
+        "forja-leaky-relu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        super::by_dtype!(self.name(), s1, backward(&self.0, s1, l1, s2, l2))
+    }
+
+    fn bwd(
+        &self,
+        _g: &Tensor,
+        y: &Tensor,
+        _res: &Tensor,
+        gg: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(gg.contiguous()?.apply_op2(y, Slope(self.0))?), None))
+    }
+}
+
+/// `x` for `x > 0`, `slope * x` otherwise (`slope >= 0`).
+pub(crate) fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Rectify { slope })
+}
+
+/// The backward op, `(g, y) -> dx`: the gradient `g` at the output `y` of a leaky ReLU.
+pub(crate) fn leaky_relu_backward(g: &Tensor, y: &Tensor, slope: f64) -> Result<Tensor> {
+    g.contiguous()?
+        .apply_op2(&y.contiguous()?, Slope(Rectify { slope }))
+}
