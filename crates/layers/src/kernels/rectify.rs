@@ -6,8 +6,9 @@ use rayon::prelude::*;
 
 use super::{slice, Float};
 
-/// Elements per parallel chunk.
-const CHUNK: usize = 1 << 14;
+/// Elements per parallel chunk; smaller tensors (an MLP's activations) run on the calling
+/// thread, where waking the pool would cost more than the pass (measured on the VAE workload).
+const CHUNK: usize = 1 << 16;
 
 #[derive(Debug, Clone, Copy)]
 struct Rectify {
@@ -18,13 +19,18 @@ fn forward<T: Float>(op: &Rectify, s: &CpuStorage, l: &Layout) -> Result<(CpuSto
     let x = slice::<T>(s, l, "forja-leaky-relu")?;
     let slope = T::from_f64(op.slope);
     let mut y = vec![T::ZERO; x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = if x > T::ZERO { x } else { x * slope };
-            }
-        });
+    let pass = |(y, x): (&mut [T], &[T])| {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = if x > T::ZERO { x } else { x * slope };
+        }
+    };
+    if x.len() <= CHUNK {
+        pass((&mut y, x));
+    } else {
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(pass);
+    }
     Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
 }
 
@@ -64,13 +70,18 @@ fn backward<T: Float>(
     }
     let slope = T::from_f64(op.slope);
     let mut dx = vec![T::ZERO; g.len()];
-    dx.par_chunks_mut(CHUNK)
-        .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-        .for_each(|(dx, (g, y))| {
-            for ((dx, &g), &y) in dx.iter_mut().zip(g).zip(y) {
-                *dx = if y > T::ZERO { g } else { g * slope };
-            }
-        });
+    let pass = |(dx, (g, y)): (&mut [T], (&[T], &[T]))| {
+        for ((dx, &g), &y) in dx.iter_mut().zip(g).zip(y) {
+            *dx = if y > T::ZERO { g } else { g * slope };
+        }
+    };
+    if g.len() <= CHUNK {
+        pass((&mut dx, (g, y)));
+    } else {
+        dx.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+            .for_each(pass);
+    }
     Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
 }
 
