@@ -158,25 +158,24 @@ impl ConvGeometry {
         Ok([axis(0)?, axis(1)?])
     }
 
-    /// The kernels' description of a convolution of `x` by `w` with output windows `ah`, `aw`.
-    pub fn shape(&self, x: &Tensor, w: &Tensor, [ah, aw]: [Axis; 2]) -> Result<ConvShape> {
-        let (n, c, h, wd) = x.dims4()?;
-        let (o, _, kh, kw) = w.dims4()?;
-        Ok(ConvShape {
+    /// The kernels' description of a convolution of `n` samples, `c` input and `o` output
+    /// channels, over the windows `ah`, `aw` (which hold the input and kernel sizes too).
+    pub fn shape(&self, n: usize, c: usize, o: usize, [ah, aw]: [Axis; 2]) -> ConvShape {
+        ConvShape {
             n,
             c,
-            h,
-            w: wd,
+            h: ah.n,
+            w: aw.n,
             o,
-            kh,
-            kw,
+            kh: ah.k,
+            kw: aw.k,
             oh: ah.out,
             ow: aw.out,
             stride: self.stride,
             padding: self.padding,
             dilation: self.dilation,
             groups: self.groups,
-        })
+        }
     }
 }
 
@@ -190,7 +189,8 @@ pub(crate) fn conv2d_im2col(
 ) -> Result<Tensor> {
     if kernels::applies(&[x, w]) {
         let axes = g.axes([x.dim(2)?, x.dim(3)?], [w.dim(2)?, w.dim(3)?], op)?;
-        return Ok(kernels::conv2d(x, w, g.shape(x, w, axes)?)?);
+        let shape = g.shape(x.dim(0)?, x.dim(1)?, w.dim(0)?, axes);
+        return Ok(kernels::conv2d(x, w, shape)?);
     }
     conv2d_candle(x, w, g, op)
 }
@@ -238,21 +238,8 @@ pub(crate) fn conv_transpose2d_col2im(
     let (n, cin, h, wd) = x.dims4()?;
     let (_, cog, kh, kw) = w.dims4()?;
     let [ah, aw] = transpose_axes(g, out_size, [h, wd], [kh, kw], op)?;
-    let shape = ConvShape {
-        n,
-        c: cog * g.groups,
-        h: out_size[0],
-        w: out_size[1],
-        o: cin,
-        kh,
-        kw,
-        oh: ah.out,
-        ow: aw.out,
-        stride: g.stride,
-        padding: g.padding,
-        dilation: g.dilation,
-        groups: g.groups,
-    };
+    // The adjoint of a convolution from the output (cog * groups channels) to x (cin).
+    let shape = g.shape(n, cog * g.groups, cin, [ah, aw]);
     Ok(kernels::conv_transpose2d(x, w, shape)?)
 }
 

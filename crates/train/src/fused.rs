@@ -11,13 +11,6 @@ use rayon::prelude::*;
 /// Elements per parallel chunk: large enough that splitting costs nothing.
 const CHUNK: usize = 1 << 15;
 
-/// Whether the fused updates handle these tensors: all f32 (or all f64) on the CPU.
-pub(crate) fn applies(ts: &[&Tensor]) -> bool {
-    let dtype = ts[0].dtype();
-    matches!(dtype, candle_core::DType::F32 | candle_core::DType::F64)
-        && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == dtype)
-}
-
 /// `dst[i] = f(dst[i], a[i], b[i])` in place, in parallel chunks.
 trait Update: Sync {
     const NAME: &'static str;

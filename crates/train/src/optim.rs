@@ -158,7 +158,10 @@ impl Optimizer {
             if c.weight_decay != 0.0 && c.kind != OptimizerKind::Adamw {
                 g = (g + p.affine(c.weight_decay, 0.0)?)?;
             }
-            if self.fused && c.kind != OptimizerKind::Rmsprop && fused::applies(&[&p, &g]) {
+            if self.fused
+                && c.kind != OptimizerKind::Rmsprop
+                && forja_layers::kernels::cpu_float(&[&p, &g])
+            {
                 fused_update(&c, t, lr, var.as_tensor(), &g.contiguous()?, [b0, b1])?;
                 continue;
             }
@@ -298,9 +301,15 @@ fn fused_update(
         }
         OptimizerKind::Adam | OptimizerKind::Adamw => {
             let (beta1, beta2) = c.betas;
-            let m = b0.get_or_insert(p.zeros_like()?);
+            let m = match b0 {
+                Some(m) => m,
+                None => b0.insert(p.zeros_like()?),
+            };
             fused::accumulate(m, g, beta1, 1.0 - beta1, false)?;
-            let v = b1.get_or_insert(p.zeros_like()?);
+            let v = match b1 {
+                Some(v) => v,
+                None => b1.insert(p.zeros_like()?),
+            };
             fused::accumulate(v, g, beta2, 1.0 - beta2, true)?;
             let decay = if c.kind == OptimizerKind::Adamw {
                 1.0 - lr * c.weight_decay
@@ -308,10 +317,6 @@ fn fused_update(
                 1.0
             };
             let step = lr / (1.0 - beta1.powi(t));
-            let (m, v) = (
-                b0.as_ref().expect("set above"),
-                b1.as_ref().expect("set above"),
-            );
             fused::adam_apply(p, m, v, decay, step, 1.0 - beta2.powi(t), c.eps)?;
         }
         OptimizerKind::Rmsprop => unreachable!("RMSprop takes the candle-op path"),

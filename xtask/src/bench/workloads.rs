@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
 use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 use forja_generative::vae::{Vae, VaeConfig};
 use forja_layers::{
-    leaky_relu, relu, BatchNorm, BatchNormConfig, Conv2d, ConvConfig, ConvTranspose2d,
+    leaky_relu, relu, Activation, BatchNorm, BatchNormConfig, Conv2d, ConvConfig, ConvTranspose2d,
     ConvTransposeConfig, MaxPool2d, PoolConfig,
 };
 use forja_nets::{LeNet5, ResNet, ResNetConfig};
@@ -281,7 +281,7 @@ impl Discriminator {
 /// Binary cross-entropy with logits against a constant target (1 or 0), averaged.
 fn bce_logits(logits: &Tensor, target: f64) -> candle_core::Result<Tensor> {
     // -[t log σ(l) + (1 - t) log(1 - σ(l))] = softplus(l) - t l
-    let softplus = (relu(logits)? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let softplus = Activation::Softplus.forward(logits)?;
     (softplus - (logits * target)?)?.mean_all()
 }
 

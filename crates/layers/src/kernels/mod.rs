@@ -56,11 +56,16 @@ pub fn set_enabled(on: bool) {
     STATE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// Whether the kernels handle these tensors: enabled, all on the CPU, all f32 or all f64.
+/// Whether the kernels handle these tensors: enabled, and [`cpu_float`].
 pub(crate) fn applies(ts: &[&Tensor]) -> bool {
+    enabled() && cpu_float(ts)
+}
+
+/// Whether the tensors are all on the CPU and all f32 or all f64: what CPU kernels run on,
+/// here and in forja-train's fused optimizer updates.
+pub fn cpu_float(ts: &[&Tensor]) -> bool {
     let dtype = ts[0].dtype();
-    enabled()
-        && matches!(dtype, DType::F32 | DType::F64)
+    matches!(dtype, DType::F32 | DType::F64)
         && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == dtype)
 }
 

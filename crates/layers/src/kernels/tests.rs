@@ -113,8 +113,8 @@ impl Geom {
     }
 
     fn shape(&self) -> ConvShape {
-        let x = self.x(0);
-        self.conv().shape(&x, &self.w(0), self.axes()).unwrap()
+        let (c, o) = (self.cg * self.groups, self.og * self.groups);
+        self.conv().shape(self.n, c, o, self.axes())
     }
 }
 
