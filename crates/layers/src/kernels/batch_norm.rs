@@ -6,7 +6,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{by_dtype, slice, Float};
+use super::{by_dtype, saved, slice, Float};
 
 /// Per-channel mean and (biased) variance of `x: [N, C, S]` on the CPU.
 pub(crate) fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
@@ -182,17 +182,20 @@ impl CustomOp3 for BatchNormTrain {
         y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (x, w) = (saved(x), saved(w));
         let g = if self.relu {
-            super::rectify::leaky_relu_backward(g, y, 0.0)?
+            super::rectify::leaky_relu_backward(g, &saved(y), 0.0)?
         } else {
             g.contiguous()?
         };
-        let all = x.apply_op3(&g, w, BatchNormBackward(self.clone()))?;
+        let all = x.apply_op3(&g, &w, BatchNormBackward(self.clone()))?;
         let (len, c) = (x.elem_count(), w.elem_count());
+        // dw and db are copied out of the buffer: as views of it they would keep dx alive in
+        // the gradient store until the step ends.
         Ok((
             Some(all.narrow(0, 0, len)?.reshape(x.shape())?),
-            Some(all.narrow(0, len, c)?),
-            Some(all.narrow(0, len + c, c)?),
+            Some(all.narrow(0, len, c)?.force_contiguous()?),
+            Some(all.narrow(0, len + c, c)?.force_contiguous()?),
         ))
     }
 }

@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous, matmul, slice, Float};
+use super::{contiguous, matmul, saved, slice, Float};
 
 /// Everything a convolution's three ops need: `x: [n, c, h, w]`, `w: [o, c / groups, kh, kw]`,
 /// `y: [n, o, oh, ow]`, per-axis stride, zero padding and dilation (`[height, width]`).
@@ -333,6 +333,7 @@ impl CustomOp2 for ConvOp {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (a, b) = (&saved(a), &saved(b));
         let (da, db) = match self.pass {
             // y = conv(x, w): dx = data(g, w), dw = filter(x, g)
             Pass::Forward => (

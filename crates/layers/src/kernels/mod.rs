@@ -169,6 +169,25 @@ fn matmul<T: Float>(
     }
 }
 
+/// A forward value as a backward pass reads it: cut from the graph, as candle cuts the
+/// incoming gradient, unless `CANDLE_GRAD_DO_NOT_DETACH` keeps gradients differentiable.
+///
+/// A gradient built on the graph holds what its op read: a weight gradient kept until the
+/// step ends would keep its layer's output gradient with it, and every step would peak at all
+/// activations plus every layer's gradient (ResNet-20, batch 128: 556 MB instead of 290).
+fn saved(t: &Tensor) -> Tensor {
+    thread_local! {
+        // Read once per thread, as candle reads it.
+        static KEEP: bool = std::env::var("CANDLE_GRAD_DO_NOT_DETACH")
+            .is_ok_and(|v| !v.is_empty() && v != "0");
+    }
+    if KEEP.with(|k| *k) {
+        t.clone()
+    } else {
+        t.detach()
+    }
+}
+
 /// Tensors made contiguous (custom ops read plain slices).
 fn contiguous(ts: [&Tensor; 2]) -> candle_core::Result<[Tensor; 2]> {
     Ok([ts[0].contiguous()?, ts[1].contiguous()?])

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{by_dtype, slice, Float};
+use super::{by_dtype, saved, slice, Float};
 use crate::window::Axis;
 
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +102,9 @@ impl CustomOp1 for MaxPool {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2(&g.contiguous()?, MaxPoolBackward(*self))?))
+        Ok(Some(
+            saved(x).apply_op2(&g.contiguous()?, MaxPoolBackward(*self))?,
+        ))
     }
 }
 

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{slice, Float};
+use super::{saved, slice, Float};
 
 /// Elements per parallel chunk; smaller tensors (an MLP's activations) run on the calling
 /// thread, where waking the pool would cost more than the pass (measured on the VAE workload).
@@ -44,7 +44,7 @@ impl CustomOp1 for Rectify {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(g.contiguous()?.apply_op2(y, Slope(*self))?))
+        Ok(Some(g.contiguous()?.apply_op2(&saved(y), Slope(*self))?))
     }
 }
 
@@ -107,7 +107,10 @@ impl CustomOp2 for Slope {
         _res: &Tensor,
         gg: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(gg.contiguous()?.apply_op2(y, Slope(self.0))?), None))
+        Ok((
+            Some(gg.contiguous()?.apply_op2(&saved(y), Slope(self.0))?),
+            None,
+        ))
     }
 }
 

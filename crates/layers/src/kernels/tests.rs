@@ -295,3 +295,41 @@ proptest! {
         prop_assert!(max_diff(bn.running_var(), &want_var) < 1e-12);
     }
 }
+
+/// The memory fix: a weight gradient computed by the kernels holds no graph, so the gradient
+/// store does not keep the layers' activations and output gradients alive; the values stay
+/// candle's (checked above), only the links are cut.
+#[test]
+fn kernel_weight_gradients_hold_no_graph() {
+    let conv = ConvGeometry {
+        padding: [1; 2],
+        stride: [1; 2],
+        dilation: [1; 2],
+        groups: 1,
+    };
+    let shape = conv.shape(2, 3, 4, conv.axes([6, 6], [3, 3], "test").unwrap());
+    let x = Var::from_tensor(&randn(1, &[2, 3, 6, 6])).unwrap();
+    let w = Var::from_tensor(&randn(2, &[4, 3, 3, 3])).unwrap();
+    let (bw, bb) = (
+        Var::from_tensor(&randn(3, &[4])).unwrap(),
+        Var::from_tensor(&randn(4, &[4])).unwrap(),
+    );
+    let y = conv2d(&x, &w, shape).unwrap().flatten_from(2).unwrap();
+    let y = batch_norm_train(&y, channel_stats(&y).unwrap(), 1e-5, (&bw, &bb), true).unwrap();
+    let loss = max_pool2d(
+        &y.reshape((2, 4, 6, 6)).unwrap(),
+        [Axis::new(6, 2, 2, 0, 1, false, "test").unwrap(); 2],
+    )
+    .unwrap()
+    .sum_all()
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    for v in [&x, &w, &bw, &bb] {
+        let g = grads.get(v).unwrap();
+        assert!(
+            !g.track_op(),
+            "gradient of shape {:?} is linked to the graph",
+            g.dims()
+        );
+    }
+}
