@@ -10,6 +10,15 @@ pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
     leaky_relu(x, 0.0)
 }
 
+/// `max(a + b, 0)`, the end of a residual block: on the CPU one pass each way, without storing
+/// the sum (candle ops: an addition and a ReLU, each allocating, and one activation more).
+pub fn add_relu(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if kernels::applies(&[a, b]) && a.dims() == b.dims() {
+        return kernels::add_relu(a, b);
+    }
+    (a + b)?.relu()
+}
+
 /// `x` for `x > 0`, `slope * x` otherwise; on the CPU one pass forward and one backward
 /// (composed from candle ops it is five, each allocating).
 pub fn leaky_relu(x: &Tensor, slope: f64) -> candle_core::Result<Tensor> {

@@ -7,7 +7,7 @@
 
 use candle_core::{ModuleT, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
-use forja_layers::{global_avg_pool2d, max_pool2d, relu, PoolConfig};
+use forja_layers::{add_relu, global_avg_pool2d, max_pool2d, PoolConfig};
 
 use crate::blocks::ConvBn;
 use forja_layers::trace::record;
@@ -138,7 +138,7 @@ impl ModuleT for Block {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        relu(&(y + shortcut)?)
+        add_relu(&y, &shortcut)
     }
 }
 

@@ -134,8 +134,14 @@ impl ConvShape {
                         let iy = oy * sh + jh * dh - ph;
                         let dst = &mut plane[iy * self.w..(iy + 1) * self.w];
                         let line = &src[oy * self.ow + xlo..oy * self.ow + xhi];
-                        for (k, &v) in line.iter().enumerate() {
-                            dst[x0 + k * sw] += v;
+                        if sw == 1 {
+                            // Contiguous: a loop the compiler vectorizes.
+                            let dst = &mut dst[x0..x0 + line.len()];
+                            dst.iter_mut().zip(line).for_each(|(d, &v)| *d += v);
+                        } else {
+                            for (k, &v) in line.iter().enumerate() {
+                                dst[x0 + k * sw] += v;
+                            }
                         }
                     }
                 }

@@ -29,7 +29,7 @@ pub(crate) use bias::bias_add;
 use conv::conv2d_weight_grad;
 pub(crate) use conv::{conv2d, conv_transpose2d, ConvShape};
 pub(crate) use pool::max_pool2d;
-pub(crate) use rectify::leaky_relu;
+pub(crate) use rectify::{add_relu, leaky_relu};
 
 /// The environment variable that switches the kernels off (`off`, `0` or `false`).
 pub const ENV: &str = "FORJA_KERNELS";

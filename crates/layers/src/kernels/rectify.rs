@@ -1,5 +1,6 @@
 //! Leaky ReLU (ReLU at slope 0) in one pass each way. The backward pass reads the output's sign,
-//! which is the input's for a slope >= 0, so it needs nothing saved beyond the output.
+//! which is the input's for a slope >= 0, so it needs nothing saved beyond the output. The same
+//! holds for `relu(a + b)`, the end of a residual block, fused into one pass.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -19,9 +20,11 @@ fn forward<T: Float>(op: &Rectify, s: &CpuStorage, l: &Layout) -> Result<(CpuSto
     let x = slice::<T>(s, l, "forja-leaky-relu")?;
     let slope = T::from_f64(op.slope);
     let mut y = vec![T::ZERO; x.len()];
-    let pass = |(y, x): (&mut [T], &[T])| {
+    // `move` copies the slope into the closure, so the loop need not reload it after every
+    // store; the select instead of a branch lets it vectorize.
+    let pass = move |(y, x): (&mut [T], &[T])| {
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = if x > T::ZERO { x } else { x * slope };
+            *y = x * if x > T::ZERO { T::ONE } else { slope };
         }
     };
     if x.len() <= CHUNK {
@@ -69,20 +72,29 @@ fn backward<T: Float>(
         );
     }
     let slope = T::from_f64(op.slope);
-    let mut dx = vec![T::ZERO; g.len()];
-    let pass = |(dx, (g, y)): (&mut [T], (&[T], &[T]))| {
-        for ((dx, &g), &y) in dx.iter_mut().zip(g).zip(y) {
-            *dx = if y > T::ZERO { g } else { g * slope };
+    let dx = zip_map(g, y, move |g, y| {
+        g * if y > T::ZERO { T::ONE } else { slope }
+    });
+    Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
+}
+
+/// `f(a[i], b[i])` for every element, in chunks over rayon's threads for large tensors. `f` is
+/// taken by value so that its captures are locals the vectorized loop need not reload.
+fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Copy + Send + Sync) -> Vec<T> {
+    let mut out = vec![T::ZERO; a.len()];
+    let pass = move |(out, (a, b)): (&mut [T], (&[T], &[T]))| {
+        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+            *o = f(a, b);
         }
     };
-    if g.len() <= CHUNK {
-        pass((&mut dx, (g, y)));
+    if a.len() <= CHUNK {
+        pass((&mut out, (a, b)));
     } else {
-        dx.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
             .for_each(pass);
     }
-    Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
+    out
 }
 
 impl CustomOp2 for Slope {
@@ -123,4 +135,63 @@ pub(crate) fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 pub(crate) fn leaky_relu_backward(g: &Tensor, y: &Tensor, slope: f64) -> Result<Tensor> {
     g.contiguous()?
         .apply_op2(&y.contiguous()?, Slope(Rectify { slope }))
+}
+
+/// `relu(a + b)` in one pass: the sum is never stored, and the backward pass is ReLU's, its
+/// result the gradient of both terms.
+#[derive(Debug, Clone, Copy)]
+struct AddRelu;
+
+fn add_relu_forward<T: Float>(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let name = "forja-add-relu";
+    if l1.dims() != l2.dims() {
+        candle_core::bail!("{name}: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
+    }
+    let (a, b) = (slice::<T>(s1, l1, name)?, slice::<T>(s2, l2, name)?);
+    let y = zip_map(a, b, |a, b| {
+        let v = a + b;
+        if v > T::ZERO {
+            v
+        } else {
+            T::ZERO
+        }
+    });
+    Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
+}
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "forja-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        super::by_dtype!(self.name(), s1, add_relu_forward(s1, l1, s2, l2))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = leaky_relu_backward(g, &saved(y), 0.0)?;
+        Ok((Some(d.clone()), Some(d)))
+    }
+}
+
+/// `max(a + b, 0)` for two tensors of one shape.
+pub(crate) fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
 }

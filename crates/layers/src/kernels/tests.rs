@@ -250,6 +250,14 @@ proptest! {
     }
 
     #[test]
+    fn add_relu_kernel_matches_candle_add_then_relu(len in 1..3000usize, seed in any::<u64>()) {
+        let (a, b) = (randn(seed, &[len]), randn(seed ^ 9, &[len]));
+        let kernel = value_and_grads(&[a.clone(), b.clone()], |t| add_relu(&t[0], &t[1]));
+        let reference = value_and_grads(&[a, b], |t| (&t[0] + &t[1])?.relu());
+        assert_same(kernel, reference);
+    }
+
+    #[test]
     fn batch_norm_kernel_matches_candle_forward_gradients_and_running_stats(n in 1..4usize, c in 1..5usize,
             s in 1..20usize, affine in any::<bool>(), relu in any::<bool>(), seed in any::<u64>()) {
         let x = randn(seed, &[n + 1, c, s]).affine(3.0, 1.0).unwrap();
