@@ -339,25 +339,28 @@ impl CustomOp2 for ConvOp {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // An argument outside the graph (the input images) gets no gradient: for a first
+        // layer that is a whole convolution saved (a sixth of LeNet-5's).
+        let (need_a, need_b) = (a.track_op(), b.track_op());
         let (a, b) = (&saved(a), &saved(b));
         let (da, db) = match self.pass {
             // y = conv(x, w): dx = data(g, w), dw = filter(x, g)
             Pass::Forward => (
-                self.with(Pass::Data).apply(g, b)?,
-                self.with(Pass::Filter).apply(a, g)?,
+                need_a.then(|| self.with(Pass::Data).apply(g, b)),
+                need_b.then(|| self.with(Pass::Filter).apply(a, g)),
             ),
             // dx = data(dy, w): d(dy) = conv(g, w), dw = filter(g, dy)
             Pass::Data => (
-                self.with(Pass::Forward).apply(g, b)?,
-                self.with(Pass::Filter).apply(g, a)?,
+                need_a.then(|| self.with(Pass::Forward).apply(g, b)),
+                need_b.then(|| self.with(Pass::Filter).apply(g, a)),
             ),
             // dw = filter(x, dy): dx = data(dy, g), d(dy) = conv(x, g)
             Pass::Filter => (
-                self.with(Pass::Data).apply(b, g)?,
-                self.with(Pass::Forward).apply(a, g)?,
+                need_a.then(|| self.with(Pass::Data).apply(b, g)),
+                need_b.then(|| self.with(Pass::Forward).apply(a, g)),
             ),
         };
-        Ok((Some(da), Some(db)))
+        Ok((da.transpose()?, db.transpose()?))
     }
 }
 
