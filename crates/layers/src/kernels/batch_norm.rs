@@ -229,8 +229,9 @@ impl CustomOp3 for BatchNormTrain {
     }
 }
 
-/// `(x, dy, w) -> [dx, dw, db]`; it has no gradient of its own (a second derivative through
-/// batch norm fails with candle's "backward not supported" error rather than coming out wrong).
+/// `(x, dy, w) -> [dx, dw, db]`; it has no gradient of its own (with `CANDLE_GRAD_DO_NOT_DETACH`,
+/// a second derivative through batch norm fails with candle's "backward not supported" error
+/// rather than coming out wrong).
 struct BatchNormBackward(BatchNormTrain);
 
 impl CustomOp3 for BatchNormBackward {

@@ -1,6 +1,6 @@
 //! forja's own CPU kernels for the hot operations of training: convolution (forward and both
 //! backward passes, which are also the transposed convolution), its per-channel bias, max
-//! pooling, batch norm and (leaky) ReLU.
+//! pooling, batch norm, (leaky) ReLU and `relu(a + b)`.
 //!
 //! candle 0.11's CPU convolution backward runs on one core and its transposed convolution is a
 //! direct loop; these kernels gather columns per sample (im2col), multiply with the `gemm`

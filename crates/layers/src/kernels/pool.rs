@@ -108,8 +108,9 @@ impl CustomOp1 for MaxPool {
     }
 }
 
-/// `(x, dy) -> dx`; it has no gradient of its own (a second derivative through max pooling
-/// fails with candle's "backward not supported" error rather than coming out wrong).
+/// `(x, dy) -> dx`; it has no gradient of its own (with `CANDLE_GRAD_DO_NOT_DETACH`, a second
+/// derivative through max pooling fails with candle's "backward not supported" error rather
+/// than coming out wrong).
 struct MaxPoolBackward(MaxPool);
 
 fn backward<T: Float>(
