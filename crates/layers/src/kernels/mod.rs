@@ -74,6 +74,7 @@ pub(crate) trait Float: candle_core::WithDType {
     const ZERO: Self;
     const ONE: Self;
     const NEG_INFINITY: Self;
+    const NAN: Self;
     fn is_nan(self) -> bool;
 }
 
@@ -83,6 +84,7 @@ macro_rules! float {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            const NAN: Self = <$t>::NAN;
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
             }

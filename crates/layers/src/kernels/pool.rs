@@ -28,19 +28,58 @@ impl MaxPool {
         Ok(d[0] * d[1])
     }
 
-    /// The flat index in its plane of the first maximum of window `(oy, ox)`.
-    fn argmax<T: Float>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
+    /// Per output position along both axes: the first input index the window reads inside the
+    /// input and how many of its taps do (they step by the dilation). Worked out once per call,
+    /// so the loops over windows test no bounds tap by tap.
+    fn spans(&self) -> [Vec<(usize, usize)>; 2] {
+        self.axes.map(|a| {
+            (0..a.out)
+                .map(|o| {
+                    let mut inside = (0..a.k).filter_map(|j| a.pos(o, j));
+                    let first = inside.next().unwrap_or(0);
+                    (first, inside.count() + 1)
+                })
+                .collect()
+        })
+    }
+
+    /// The flat indices in its plane of the window at rows `(y0, ny)` and columns `(x0, nx)`
+    /// (from [`Self::spans`]), in order.
+    fn taps(
+        &self,
+        (y0, ny): (usize, usize),
+        (x0, nx): (usize, usize),
+    ) -> impl Iterator<Item = usize> {
         let [ah, aw] = self.axes;
-        let (mut best, mut at) = (T::NEG_INFINITY, usize::MAX);
-        for jh in 0..ah.k {
-            let Some(iy) = ah.pos(oy, jh) else { continue };
-            for jw in 0..aw.k {
-                let Some(ix) = aw.pos(ox, jw) else { continue };
-                let v = plane[iy * aw.n + ix];
-                if at == usize::MAX || v > best || (v.is_nan() && !best.is_nan()) {
-                    (best, at) = (v, iy * aw.n + ix);
-                }
-            }
+        (0..ny).flat_map(move |ty| (0..nx).map(move |tx| (y0 + ty * ah.d) * aw.n + x0 + tx * aw.d))
+    }
+
+    /// The window's maximum, NaN if it holds one. Written as selects the compiler turns into
+    /// `max` instructions: which tap wins is data, and a mispredicted branch per tap cost more
+    /// than the comparisons (pooling was half of LeNet-5's step).
+    fn max<T: Float>(&self, plane: &[T], rows: (usize, usize), cols: (usize, usize)) -> T {
+        let (mut best, mut nan) = (T::NEG_INFINITY, false);
+        for i in self.taps(rows, cols) {
+            let v = plane[i];
+            best = if v > best { v } else { best };
+            nan |= v.is_nan();
+        }
+        if nan {
+            T::NAN
+        } else {
+            best
+        }
+    }
+
+    /// The flat index of the window's first maximum (its first NaN if it holds one).
+    fn argmax<T: Float>(&self, plane: &[T], rows: (usize, usize), cols: (usize, usize)) -> usize {
+        let best = self.max(plane, rows, cols);
+        let mut at = usize::MAX;
+        // Every tap is visited, and an integer select (no branch) keeps the first hit.
+        for i in self.taps(rows, cols) {
+            let v = plane[i];
+            let hit = (v == best) | (v.is_nan() & best.is_nan());
+            at = if hit & (at == usize::MAX) { i } else { at };
         }
         at
     }
@@ -48,14 +87,15 @@ impl MaxPool {
     fn forward<T: Float>(&self, x: &[T], planes: usize) -> Vec<T> {
         let [ah, aw] = self.axes;
         let (n_in, n_out) = (ah.n * aw.n, ah.out * aw.out);
+        let [rows, cols] = self.spans();
         let mut y = vec![T::ZERO; planes * n_out];
         y.par_chunks_mut(n_out.max(1))
             .enumerate()
             .for_each(|(p, yp)| {
                 let plane = &x[p * n_in..(p + 1) * n_in];
-                for oy in 0..ah.out {
-                    for ox in 0..aw.out {
-                        yp[oy * aw.out + ox] = plane[self.argmax(plane, oy, ox)];
+                for (yr, &r) in yp.chunks_mut(aw.out.max(1)).zip(&rows) {
+                    for (y, &c) in yr.iter_mut().zip(&cols) {
+                        *y = self.max(plane, r, c);
                     }
                 }
             });
@@ -65,15 +105,16 @@ impl MaxPool {
     fn backward<T: Float>(&self, x: &[T], dy: &[T], planes: usize) -> Vec<T> {
         let [ah, aw] = self.axes;
         let (n_in, n_out) = (ah.n * aw.n, ah.out * aw.out);
+        let [rows, cols] = self.spans();
         let mut dx = vec![T::ZERO; planes * n_in];
         dx.par_chunks_mut(n_in.max(1))
             .enumerate()
             .for_each(|(p, dxp)| {
                 let plane = &x[p * n_in..(p + 1) * n_in];
-                for oy in 0..ah.out {
-                    for ox in 0..aw.out {
-                        let at = self.argmax(plane, oy, ox);
-                        dxp[at] += dy[p * n_out + oy * aw.out + ox];
+                let dyp = &dy[p * n_out..(p + 1) * n_out];
+                for (dyr, &r) in dyp.chunks(aw.out.max(1)).zip(&rows) {
+                    for (&g, &c) in dyr.iter().zip(&cols) {
+                        dxp[self.argmax(plane, r, c)] += g;
                     }
                 }
             });
