@@ -5,9 +5,10 @@
 //! `[N, C*H*W]` images, like the MLPs they stand in for.
 
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use forja_layers::{
-    relu, BatchNorm, BatchNormConfig, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig,
+    linear, relu, BatchNorm, BatchNormConfig, Conv2d, ConvConfig, ConvTranspose2d,
+    ConvTransposeConfig, Linear,
 };
 
 use crate::gan::LEAKY_SLOPE;
@@ -49,7 +50,7 @@ impl ConvGenerator {
         let up = ConvTransposeConfig::default().stride(2).padding(1);
         let bn = BatchNormConfig::default();
         Ok(Self {
-            fc: candle_nn::linear(latent, 2 * width * (h / 4) * (w / 4), vb.pp("fc"))?,
+            fc: linear(latent, 2 * width * (h / 4) * (w / 4), vb.pp("fc"))?,
             bn0: BatchNorm::new(2 * width, bn, vb.pp("bn0"))?,
             up1: ConvTranspose2d::new(2 * width, width, 4, up, vb.pp("up1"))?,
             bn1: BatchNorm::new(width, bn, vb.pp("bn1"))?,
@@ -93,7 +94,7 @@ impl ConvCritic {
             bn: batch_norm
                 .then(|| BatchNorm::new(2 * width, BatchNormConfig::default(), vb.pp("bn")))
                 .transpose()?,
-            fc: candle_nn::linear(2 * width * (h / 4) * (w / 4), 1, vb.pp("fc"))?,
+            fc: linear(2 * width * (h / 4) * (w / 4), 1, vb.pp("fc"))?,
             shape,
         })
     }

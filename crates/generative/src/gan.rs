@@ -4,7 +4,8 @@
 //! MLPs, or for images the convolutional pair of DCGAN ([`crate::dcgan`]).
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+use forja_layers::{linear, Linear};
 
 use crate::dcgan::{ConvCritic, ConvGenerator};
 use crate::flows::softplus;
@@ -51,7 +52,7 @@ impl Mlp {
         let layers = widths
             .windows(2)
             .enumerate()
-            .map(|(k, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("net.{}", 2 * k))))
+            .map(|(k, w)| linear(w[0], w[1], vb.pp(format!("net.{}", 2 * k))))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self { layers, slope })
     }

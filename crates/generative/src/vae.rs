@@ -7,8 +7,10 @@
 use std::f64::consts::TAU;
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{seq, Linear, Sequential, VarBuilder};
-use forja_layers::{relu, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
+use candle_nn::{seq, Sequential, VarBuilder};
+use forja_layers::{
+    bce_with_logits, linear, relu, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig, Linear,
+};
 
 use crate::noise::standard_normal;
 use crate::{GenerativeError, Result};
@@ -104,13 +106,11 @@ impl Vae {
         let (i, h, l) = (cfg.input, cfg.hidden, cfg.latent);
         let (enc, dec) = match cfg.conv {
             None => (
+                seq().add(linear(i, h, vb.pp("encoder.fc"))?).add_fn(relu),
                 seq()
-                    .add(candle_nn::linear(i, h, vb.pp("encoder.fc"))?)
-                    .add_fn(relu),
-                seq()
-                    .add(candle_nn::linear(l, h, vb.pp("decoder.fc"))?)
+                    .add(linear(l, h, vb.pp("decoder.fc"))?)
                     .add_fn(relu)
-                    .add(candle_nn::linear(h, i, vb.pp("decoder.out"))?),
+                    .add(linear(h, i, vb.pp("decoder.out"))?),
             ),
             Some([c, ih, iw]) => {
                 if c * ih * iw != i || ih % 4 != 0 || iw % 4 != 0 {
@@ -130,12 +130,12 @@ impl Vae {
                         .add_fn(relu)
                         .add(Conv2d::new(32, 64, 4, down, vb.pp("encoder.conv2"))?)
                         .add_fn(|x| relu(x)?.flatten_from(1))
-                        .add(candle_nn::linear(inner, h, vb.pp("encoder.fc"))?)
+                        .add(linear(inner, h, vb.pp("encoder.fc"))?)
                         .add_fn(relu),
                     seq()
-                        .add(candle_nn::linear(l, h, vb.pp("decoder.fc"))?)
+                        .add(linear(l, h, vb.pp("decoder.fc"))?)
                         .add_fn(relu)
-                        .add(candle_nn::linear(h, inner, vb.pp("decoder.fc2"))?)
+                        .add(linear(h, inner, vb.pp("decoder.fc2"))?)
                         .add_fn(move |x| relu(x)?.reshape((x.dim(0)?, 64, fh, fw)))
                         .add(ConvTranspose2d::new(
                             64,
@@ -159,15 +159,11 @@ impl Vae {
         Ok(Self {
             cfg: cfg.clone(),
             enc,
-            enc_mu: candle_nn::linear(h, l, vb.pp("encoder.mu"))?,
-            enc_logvar: candle_nn::linear(h, l, vb.pp("encoder.logvar"))?,
+            enc_mu: linear(h, l, vb.pp("encoder.mu"))?,
+            enc_logvar: linear(h, l, vb.pp("encoder.logvar"))?,
             enc_flow: match cfg.flows {
                 0 => None,
-                k => Some(candle_nn::linear(
-                    h,
-                    k * (2 * l + 1),
-                    vb.pp("encoder.flow"),
-                )?),
+                k => Some(linear(h, k * (2 * l + 1), vb.pp("encoder.flow"))?),
             },
             dec,
         })
@@ -217,7 +213,7 @@ impl Vae {
     pub fn log_likelihood(&self, x: &Tensor, out: &Tensor) -> Result<Tensor> {
         Ok(match self.cfg.likelihood {
             // x log σ(o) + (1 - x) log(1 - σ(o)) = x o - softplus(o)
-            Likelihood::Bernoulli => ((x * out)? - crate::flows::softplus(out)?)?.sum(D::Minus1)?,
+            Likelihood::Bernoulli => bce_with_logits(out, x)?.neg()?,
             Likelihood::Gaussian { sigma } => {
                 let c = x.dim(D::Minus1)? as f64 * (sigma.ln() + 0.5 * TAU.ln());
                 ((((x - out)? / sigma)?.sqr()?.sum(D::Minus1)? * -0.5)? - c)?

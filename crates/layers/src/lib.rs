@@ -34,6 +34,8 @@ pub mod dropout;
 pub mod error;
 pub mod init;
 pub mod kernels;
+pub mod linear;
+pub mod loss;
 pub mod norm;
 pub mod pad;
 pub mod pool;
@@ -50,6 +52,8 @@ pub use conv_transpose::{
 pub use dropout::{dropout, Dropout};
 pub use error::{LayerError, Result};
 pub use init::Init;
+pub use linear::{linear, linear_no_bias, Linear};
+pub use loss::bce_with_logits;
 pub use norm::{
     local_response_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm,
     LayerNorm, LocalResponseNorm,

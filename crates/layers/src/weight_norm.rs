@@ -2,8 +2,9 @@
 //! and the length `g` trained separately. Norms are per output unit (over every dim but the
 //! first, PyTorch's `dim = 0`).
 
+use crate::Linear;
 use candle_core::{Module, Tensor, Var};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
 use crate::conv::{Conv1d, Conv2d};
 use crate::conv_transpose::{ConvTranspose1d, ConvTranspose2d};

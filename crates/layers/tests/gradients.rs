@@ -5,9 +5,9 @@
 mod common;
 
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::Linear;
 use common::randn;
 use forja_layers::check::check_gradients;
+use forja_layers::Linear;
 use forja_layers::*;
 use proptest::prelude::*;
 

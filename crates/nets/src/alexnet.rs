@@ -11,10 +11,10 @@
 //! classifier pools to 2x2 and its hidden layers have 1024 units — documented, not silent.
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{linear, Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use forja_layers::{
-    adaptive_avg_pool2d, conv_out_len, max_pool2d, relu, Conv2d, ConvConfig, Dropout,
-    LocalResponseNorm, PoolConfig,
+    adaptive_avg_pool2d, conv_out_len, linear, max_pool2d, relu, Conv2d, ConvConfig, Dropout,
+    Linear, LocalResponseNorm, PoolConfig,
 };
 
 use forja_layers::trace::record;

@@ -4,8 +4,11 @@
 //! corruption lives in the training task).
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
-use forja_layers::{Activation, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
+use candle_nn::VarBuilder;
+use forja_layers::{
+    bce_with_logits, linear, Activation, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig,
+    Linear,
+};
 
 use crate::{NetError, Result};
 
@@ -177,7 +180,7 @@ impl Autoencoder {
         let [c, h, w] = cfg.input;
         let (enc, dec) = (vb.pp("encoder"), vb.pp("decoder"));
         let linear = |i: usize, o: usize, vb: VarBuilder| -> Result<Step> {
-            Ok(Step::Linear(candle_nn::linear(i, o, vb)?))
+            Ok(Step::Linear(linear(i, o, vb)?))
         };
         let (mut encoder, mut decoder) = (vec![Step::Flatten], Vec::new());
         match &cfg.arch {
@@ -291,9 +294,7 @@ impl Autoencoder {
         // The linear autoencoder has squared error (checked in `validate`).
         let per_sample = match self.cfg.loss {
             // -[x log s(o) + (1 - x) log(1 - s(o))] = softplus(o) - x o.
-            ReconstructionLoss::CrossEntropy => {
-                (Activation::Softplus.forward(&out)? - (x * &out)?)?.sum(D::Minus1)?
-            }
+            ReconstructionLoss::CrossEntropy => bce_with_logits(&out, &x)?,
             ReconstructionLoss::SquaredError => {
                 (output.flatten_from(1)? - &x)?.sqr()?.sum(D::Minus1)?
             }

@@ -15,10 +15,10 @@
 //! and the two auxiliary ones, which the classifier task weights by 0.3 as in the paper.
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{linear, Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use forja_layers::{
-    adaptive_avg_pool2d, global_avg_pool2d, max_pool2d, relu, BatchNorm, BatchNormConfig, Conv2d,
-    ConvConfig, Dropout, LocalResponseNorm, PoolConfig,
+    adaptive_avg_pool2d, global_avg_pool2d, linear, max_pool2d, relu, BatchNorm, BatchNormConfig,
+    Conv2d, ConvConfig, Dropout, Linear, LocalResponseNorm, PoolConfig,
 };
 
 use forja_layers::trace::record;

@@ -2,9 +2,9 @@
 //! reference workload M1. Parameter names match the PyTorch reference (`conv1.weight`, ...).
 
 use candle_core::{Device, Tensor};
-use candle_nn::{linear, Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use forja_layers::trace::record;
-use forja_layers::{max_pool2d, relu, Conv2d, ConvConfig, PoolConfig};
+use forja_layers::{linear, max_pool2d, relu, Conv2d, ConvConfig, Linear, PoolConfig};
 use forja_train::{DataSpec, ModelEntry, RunConfig, Task};
 
 use crate::{NetError, Result};

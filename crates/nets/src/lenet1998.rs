@@ -11,9 +11,9 @@
 //! S4 32, C5 48,120, F6 10,164 — 60,000 in all.
 
 use candle_core::{Device, Module, ModuleT, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use forja_layers::trace::record;
-use forja_layers::{Activation, Conv2d, ConvConfig, Subsampling};
+use forja_layers::{linear, Activation, Conv2d, ConvConfig, Linear, Subsampling};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -6,8 +6,8 @@
 //! zero padding.
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{linear, Linear, Module, VarBuilder};
-use forja_layers::{add_relu, global_avg_pool2d, max_pool2d, PoolConfig};
+use candle_nn::{Module, VarBuilder};
+use forja_layers::{add_relu, global_avg_pool2d, linear, max_pool2d, Linear, PoolConfig};
 
 use crate::blocks::ConvBn;
 use forja_layers::trace::record;

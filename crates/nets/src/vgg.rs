@@ -8,10 +8,10 @@
 //! 1x1 after five pools; on the even sides of 224x224 this changes nothing.
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{linear, Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use forja_layers::{
-    adaptive_avg_pool2d, max_pool2d, relu, BatchNorm, BatchNormConfig, Conv2d, ConvConfig, Dropout,
-    PoolConfig,
+    adaptive_avg_pool2d, linear, max_pool2d, relu, BatchNorm, BatchNormConfig, Conv2d, ConvConfig,
+    Dropout, Linear, PoolConfig,
 };
 
 use forja_layers::trace::record;

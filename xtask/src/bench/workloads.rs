@@ -6,11 +6,11 @@
 //! as the reference's `randn_like` does).
 
 use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
-use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use forja_generative::vae::{Vae, VaeConfig};
 use forja_layers::{
-    leaky_relu, relu, Activation, BatchNorm, BatchNormConfig, Conv2d, ConvConfig, ConvTranspose2d,
-    ConvTransposeConfig, MaxPool2d, PoolConfig,
+    leaky_relu, linear, linear_no_bias, relu, Activation, BatchNorm, BatchNormConfig, Conv2d,
+    ConvConfig, ConvTranspose2d, ConvTransposeConfig, Linear, MaxPool2d, PoolConfig,
 };
 use forja_nets::{LeNet5, ResNet, ResNetConfig};
 use forja_train::{Optimizer, OptimizerConfig, OptimizerKind, ParamStore};

@@ -4,7 +4,8 @@
 //! runs it on `z`, the other way round. Both directions are implemented for both.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
+use forja_layers::{linear, Linear};
 
 use super::{dims2, indicator, Flow};
 use crate::{GenerativeError, Result};
@@ -59,7 +60,7 @@ impl Made {
         };
         for (k, &width) in cfg.hidden.iter().enumerate() {
             let deg: Vec<usize> = (0..width).map(|j| j % (d - 1).max(1) + 1).collect();
-            let lin = candle_nn::linear(prev.len(), width, vb.pp(format!("net.{}", 2 * k)))?;
+            let lin = linear(prev.len(), width, vb.pp(format!("net.{}", 2 * k)))?;
             layers.push((lin, mask(&deg, &prev, false)?));
             prev = deg;
         }
@@ -71,7 +72,7 @@ impl Made {
                 Some(name.get_with_hints(2 * d, "bias", Init::Const(0.0))?),
             )
         } else {
-            candle_nn::linear(prev.len(), 2 * d, name)?
+            linear(prev.len(), 2 * d, name)?
         };
         layers.push((lin, mask(&out, &prev, true)?));
         Ok(Self { dim: d, layers })

@@ -3,7 +3,8 @@
 //! of the others. The Jacobian is triangular and the inverse needs one pass.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
+use forja_layers::{linear, Linear};
 
 use super::{dims2, indicator, Flow};
 use crate::{GenerativeError, Result};
@@ -94,7 +95,7 @@ impl Coupling {
                     Some(name.get_with_hints(w[1], "bias", Init::Const(0.0))?),
                 )
             } else {
-                candle_nn::linear(w[0], w[1], name)?
+                linear(w[0], w[1], name)?
             });
         }
         Ok(Self {

@@ -5,7 +5,8 @@
 //! `log det(I + J_g) = Σ_k (-1)^(k+1) tr(J_g^k) / k` converges.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+use forja_layers::{linear, Linear};
 
 use super::{dims2, invert, log_abs_det, Flow};
 use crate::{GenerativeError, Result};
@@ -72,7 +73,7 @@ impl Residual {
         let layers = widths
             .windows(2)
             .enumerate()
-            .map(|(k, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("net.{}", 2 * k))))
+            .map(|(k, w)| linear(w[0], w[1], vb.pp(format!("net.{}", 2 * k))))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             cfg: cfg.clone(),

@@ -2,7 +2,7 @@
 //! (strides, padding, dilation, groups, odd and non-square sizes). Both paths are called
 //! directly, so the tests do not depend on the process-wide switch.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Module, Tensor, Var};
 use proptest::prelude::*;
 
 use super::*;
@@ -238,6 +238,62 @@ proptest! {
     }
 
     #[test]
+    fn linear_kernel_matches_candle_forward_and_gradients(lead in 0..3usize, n in 1..6usize, k in 1..40usize, o in 1..40usize,
+                                                          bias in any::<bool>(), transposed in any::<bool>(), seed in any::<u64>()) {
+        let mut dims = vec![n, k];
+        if lead > 0 {
+            dims.insert(0, lead);
+        }
+        let mut inputs = vec![randn(seed, &dims), randn(seed ^ 10, &[o, k])];
+        if bias {
+            inputs.push(randn(seed ^ 11, &[o]));
+        }
+        // The input as given, or with its last two axes stored transposed (not contiguous).
+        let input = |x: &Tensor| if transposed { x.t()?.contiguous()?.t() } else { Ok(x.clone()) };
+        let kernel = value_and_grads(&inputs, |t| linear(&input(&t[0])?, &t[1], t.get(2)));
+        let reference = value_and_grads(&inputs, |t| {
+            let y = input(&t[0])?.broadcast_matmul(&t[1].t()?)?;
+            t.get(2).map_or(Ok(y.clone()), |b| y.broadcast_add(b))
+        });
+        assert_same(kernel, reference);
+        // The bias gradient's op (a column sum) has a gradient of its own.
+        crate::check::check_gradients(&[randn(seed ^ 12, &[n, o])], |t| linear::column_sum(&t[0])).unwrap();
+    }
+
+    #[test]
+    fn matmul_kernel_matches_candle_forward_and_gradients_for_every_transpose(m in 1..30usize, n in 1..30usize, k in 1..30usize,
+                                                                              ta in any::<bool>(), tb in any::<bool>(), seed in any::<u64>()) {
+        // The gradients are products of this kind with other transposes, so this property
+        // for all four also covers every higher derivative.
+        let a = randn(seed, &if ta { [k, m] } else { [m, k] });
+        let b = randn(seed ^ 13, &if tb { [n, k] } else { [k, n] });
+        let op = |t: &Tensor, tr: bool| if tr { t.t() } else { Ok(t.clone()) };
+        let kernel = value_and_grads(&[a.clone(), b.clone()], |t| linear::matmul(&t[0], &t[1], ta, tb));
+        let reference = value_and_grads(&[a.clone(), b.clone()], |t| op(&t[0], ta)?.matmul(&op(&t[1], tb)?));
+        assert_same(kernel, reference);
+    }
+
+    #[test]
+    fn bce_kernel_matches_candle_forward_and_gradients(lead in 0..3usize, n in 1..5usize, c in 1..300usize, seed in any::<u64>()) {
+        let mut dims = vec![n, c];
+        if lead > 0 {
+            dims.insert(0, lead);
+        }
+        // Logits up to ±100 (where exp overflows in f32), targets in [0, 1].
+        let o = (randn(seed, &dims) * 50.0).unwrap();
+        let x = ((randn(seed ^ 15, &dims) + 2.0).unwrap() / 4.0).unwrap();
+        let kernel = value_and_grads(&[o.clone(), x.clone()], |t| bce_with_logits(&t[0], &t[1]));
+        let reference = value_and_grads(&[o, x], |t| {
+            (crate::Activation::Softplus.forward(&t[0])? - (&t[1] * &t[0])?)?.sum(candle_core::D::Minus1)
+        });
+        assert_same(kernel, reference);
+        // The logits' gradient op has gradients of its own (against finite differences).
+        let rows = dims[..dims.len() - 1].iter().product::<usize>();
+        let (o, x) = (randn(seed ^ 16, &[rows, c]), randn(seed ^ 17, &[rows, c]));
+        crate::check::check_gradients(&[o, x, randn(seed ^ 18, &[rows])], |t| bce::bce_grad(&t[0], &t[1], &t[2])).unwrap();
+    }
+
+    #[test]
     fn leaky_relu_kernel_matches_candle_and_its_backward_has_a_gradient(len in 1..3000usize, slope in prop::sample::select(vec![0.0, 0.01, 0.2, 1.0]), seed in any::<u64>()) {
         let x = randn(seed, &[len]);
         let kernel = value_and_grads(std::slice::from_ref(&x), |t| leaky_relu(&t[0], slope));
@@ -340,4 +396,18 @@ fn kernel_weight_gradients_hold_no_graph() {
             g.dims()
         );
     }
+}
+
+/// Products large enough to be split over the threads, by columns and by rows.
+#[test]
+fn linear_kernel_matches_candle_on_a_multithreaded_size() {
+    let inputs = [randn(1, &[70, 65]), randn(2, &[130, 65]), randn(3, &[130])];
+    let kernel = value_and_grads(&inputs, |t| linear(&t[0], &t[1], Some(&t[2])));
+    let reference = value_and_grads(&inputs, |t| t[0].matmul(&t[1].t()?)?.broadcast_add(&t[2]));
+    assert_same(kernel, reference);
+    // A narrow product, split by rows.
+    let inputs = [randn(4, &[300, 40]), randn(5, &[30, 40])];
+    let kernel = value_and_grads(&inputs, |t| linear(&t[0], &t[1], None));
+    let reference = value_and_grads(&inputs, |t| t[0].matmul(&t[1].t()?));
+    assert_same(kernel, reference);
 }
