@@ -1,8 +1,9 @@
 //! Forward and forward+backward timings of the hot ops at the shapes of the reference
-//! workloads (`shared/bench/SPECS.md`: M1 LeNet-5, M2 ResNet-20, M5 DCGAN, M6 U-Net), next to
+//! workloads (`shared/bench/SPECS.md`: M1 LeNet-5, M2 ResNet-20, M3 MLP VAE, M4 RealNVP,
+//! M5 DCGAN, M6 U-Net), next to
 //! plain candle's op where candle has one. Run: `cargo bench -p forja-layers`.
 
-use candle_core::{Device, ModuleT, Tensor, Var};
+use candle_core::{Device, Module, ModuleT, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
 use forja_layers::*;
 
@@ -169,5 +170,45 @@ fn normalization(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, convolutions, pooling_and_upsampling, normalization);
+fn linear_and_loss(c: &mut Criterion) {
+    let (w, b) = (weight(&[512, 512]), weight(&[512]));
+    let layer = Linear::new(w.clone(), Some(b.clone()));
+    bench(
+        c,
+        "linear/M4 512->512 b128",
+        &[128, 512],
+        Box::new(move |x| layer.forward(x)),
+    );
+    let layer = candle_nn::Linear::new(w, Some(b));
+    bench(
+        c,
+        "candle linear/M4 512->512 b128",
+        &[128, 512],
+        Box::new(move |x| layer.forward(x)),
+    );
+    let target = Tensor::rand(0f32, 1.0, (128, 784), &Device::Cpu).unwrap();
+    let t = target.clone();
+    bench(
+        c,
+        "bce_with_logits/M3 784 b128",
+        &[128, 784],
+        Box::new(move |x| bce_with_logits(x, &t)),
+    );
+    bench(
+        c,
+        "candle bce_with_logits/M3 784 b128",
+        &[128, 784],
+        Box::new(move |x| {
+            (Activation::Softplus.forward(x)? - (&target * x)?)?.sum(candle_core::D::Minus1)
+        }),
+    );
+}
+
+criterion_group!(
+    benches,
+    convolutions,
+    pooling_and_upsampling,
+    normalization,
+    linear_and_loss
+);
 criterion_main!(benches);
