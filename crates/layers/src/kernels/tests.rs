@@ -261,16 +261,47 @@ proptest! {
     }
 
     #[test]
-    fn matmul_kernel_matches_candle_forward_and_gradients_for_every_transpose(m in 1..30usize, n in 1..30usize, k in 1..30usize,
+    fn matmul_kernel_matches_candle_forward_and_gradients_for_every_transpose(m in 1..30usize, n in 1..30usize,
+                                                                              k in prop_oneof![1..30usize, TRANSPOSED_B_MIN_K..TRANSPOSED_B_MIN_K + 40],
                                                                               ta in any::<bool>(), tb in any::<bool>(), seed in any::<u64>()) {
         // The gradients are products of this kind with other transposes, so this property
-        // for all four also covers every higher derivative.
+        // for all four also covers every higher derivative. Inner dimensions from
+        // `TRANSPOSED_B_MIN_K` on take the column-major detour where `b` is read transposed.
         let a = randn(seed, &if ta { [k, m] } else { [m, k] });
         let b = randn(seed ^ 13, &if tb { [n, k] } else { [k, n] });
         let op = |t: &Tensor, tr: bool| if tr { t.t() } else { Ok(t.clone()) };
         let kernel = value_and_grads(&[a.clone(), b.clone()], |t| linear::matmul(&t[0], &t[1], ta, tb));
         let reference = value_and_grads(&[a.clone(), b.clone()], |t| op(&t[0], ta)?.matmul(&op(&t[1], tb)?));
         assert_same(kernel, reference);
+    }
+
+    #[test]
+    fn gemm_adds_or_writes_the_product_for_any_strides_and_row_stride(m in 1..20usize, n in 1..20usize,
+                                                                      k in prop_oneof![1..20usize, TRANSPOSED_B_MIN_K..TRANSPOSED_B_MIN_K + 30],
+                                                                      ta in any::<bool>(), tb in any::<bool>(), pad in 0..3usize,
+                                                                      accumulate in any::<bool>(), seed in any::<u64>()) {
+        // Against the plain triple loop, on `dst` rows longer than `n` whose padding must
+        // stay untouched.
+        let data = |seed, len| randn(seed, &[len]).to_vec1::<f64>().unwrap();
+        let (a, b) = (data(seed, m * k), data(seed ^ 1, k * n));
+        let a_strides = if ta { (1, m) } else { (k, 1) };
+        let b_strides = if tb { (1, k) } else { (n, 1) };
+        let dst_rs = n + pad;
+        let before = data(seed ^ 2, m * dst_rs);
+        let mut dst = before.clone();
+        matmul((m, n, k), &mut dst, dst_rs, &a, a_strides, &b, b_strides, accumulate);
+        for r in 0..m {
+            for c in 0..dst_rs {
+                let got = dst[r * dst_rs + c];
+                let want = if c >= n {
+                    before[r * dst_rs + c]
+                } else {
+                    let dot: f64 = (0..k).map(|i| a[r * a_strides.0 + i * a_strides.1] * b[i * b_strides.0 + c * b_strides.1]).sum();
+                    dot + if accumulate { before[r * dst_rs + c] } else { 0.0 }
+                };
+                prop_assert!((got - want).abs() < 1e-10, "({r}, {c}): {got} vs {want}");
+            }
+        }
     }
 
     #[test]
