@@ -313,7 +313,9 @@ unsafe fn gemm_raw<T: Float>(
     if b_rs == 1 && b_cs > 1 && m > 1 && k >= TRANSPOSED_B_MIN_K {
         let mut scratch = vec![T::ZERO; m * n];
         gemm(scratch.as_mut_ptr(), (1, m), false);
-        // SAFETY: `dst`'s rows are inside its allocation (the caller's contract).
+        // SAFETY: `dst`'s rows are inside its allocation (the caller's contract). One slice
+        // per row, `n` long: a single slice over all rows would cover the columns that
+        // `par_matmul`'s other blocks write at the same time.
         add_transposed(
             &scratch,
             (m, n),
