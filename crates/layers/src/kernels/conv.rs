@@ -42,7 +42,7 @@ impl ConvShape {
         (self.n, self.o, self.oh, self.ow)
     }
     /// Rows of a group's column matrix: input channels per group times kernel taps.
-    fn rows(&self) -> usize {
+    pub(super) fn rows(&self) -> usize {
         self.c / self.groups * self.kh * self.kw
     }
     fn plane_out(&self) -> usize {
@@ -75,37 +75,72 @@ impl ConvShape {
         (lo.min(hi), hi)
     }
 
+    /// Whether every tap's valid outputs, read row after row, are one contiguous run of the
+    /// input plane: stride 1 with output rows as long as the input's ("same" padding).
+    fn banded(&self) -> bool {
+        self.stride == [1, 1] && self.ow == self.w
+    }
+
+    /// The taps of one group's channels in the order of the column rows, each with the
+    /// output rows `[ylo, yhi)` and columns `[xlo, xhi)` it reads inside the input, and the
+    /// input index of its output `(ylo, xlo)` (meaningful only if both are non-empty).
+    fn taps(&self) -> impl Iterator<Item = Tap> + '_ {
+        let ([sh, sw], [ph, pw], [dh, dw]) = (self.stride, self.padding, self.dilation);
+        let plane = self.h * self.w;
+        (0..self.c / self.groups).flat_map(move |ci| {
+            (0..self.kh).flat_map(move |jh| {
+                let (ylo, yhi) = Self::range(self.h, self.oh, sh, ph, dh, jh);
+                (0..self.kw).map(move |jw| {
+                    let (xlo, xhi) = Self::range(self.w, self.ow, sw, pw, dw, jw);
+                    let empty = ylo >= yhi || xlo >= xhi;
+                    let first = if empty {
+                        0
+                    } else {
+                        (ylo * sh + jh * dh - ph) * self.w + xlo * sw + jw * dw - pw
+                    };
+                    Tap {
+                        ys: (ylo, yhi),
+                        xs: (xlo, xhi),
+                        first: ci * plane + first,
+                        empty,
+                    }
+                })
+            })
+        })
+    }
+
     /// Copies the windows of one sample's group of channels `x: [c/g, h, w]` into `cols`
     /// (`[rows, oh * ow]`), zeros where a tap falls into padding.
-    fn im2col<T: Float>(&self, x: &[T], cols: &mut [T]) {
-        let (m, [sh, sw], [ph, pw], [dh, dw]) =
-            (self.plane_out(), self.stride, self.padding, self.dilation);
-        let mut row = 0;
-        for ci in 0..self.c / self.groups {
-            let plane = &x[ci * self.h * self.w..(ci + 1) * self.h * self.w];
-            for jh in 0..self.kh {
-                let (ylo, yhi) = Self::range(self.h, self.oh, sh, ph, dh, jh);
-                for jw in 0..self.kw {
-                    let (xlo, xhi) = Self::range(self.w, self.ow, sw, pw, dw, jw);
-                    let dst = &mut cols[row * m..(row + 1) * m];
-                    row += 1;
-                    for oy in 0..self.oh {
-                        let line = &mut dst[oy * self.ow..(oy + 1) * self.ow];
-                        if oy < ylo || oy >= yhi || xlo >= xhi {
-                            line.fill(T::ZERO);
-                            continue;
-                        }
-                        let iy = oy * sh + jh * dh - ph;
-                        let src = &plane[iy * self.w..(iy + 1) * self.w];
-                        line[..xlo].fill(T::ZERO);
-                        line[xhi..].fill(T::ZERO);
-                        let x0 = xlo * sw + jw * dw - pw;
-                        if sw == 1 {
-                            line[xlo..xhi].copy_from_slice(&src[x0..x0 + xhi - xlo]);
-                        } else {
-                            for (k, v) in line[xlo..xhi].iter_mut().enumerate() {
-                                *v = src[x0 + k * sw];
-                            }
+    pub(super) fn im2col<T: Float>(&self, x: &[T], cols: &mut [T]) {
+        let (m, ow, sw) = (self.plane_out(), self.ow, self.stride[1]);
+        for (tap, dst) in self.taps().zip(cols.chunks_exact_mut(m.max(1))) {
+            let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
+            if tap.empty {
+                dst.fill(T::ZERO);
+            } else if self.banded() {
+                // One copy of the whole run; the entries that wrapped around a row's edge
+                // (taps in the left or right padding) are zeroed after it.
+                let run = tap.run(ow);
+                dst[run.clone()].copy_from_slice(&x[tap.first..][..run.len()]);
+                dst[..run.start].fill(T::ZERO);
+                dst[run.end..].fill(T::ZERO);
+                for line in dst[ylo * ow..yhi * ow].chunks_exact_mut(ow) {
+                    zero(&mut line[..xlo]);
+                    zero(&mut line[xhi..]);
+                }
+            } else {
+                dst[..ylo * ow].fill(T::ZERO);
+                dst[yhi * ow..].fill(T::ZERO);
+                let (lines, rows) = (dst[ylo * ow..yhi * ow].chunks_exact_mut(ow), ylo..yhi);
+                for (line, oy) in lines.zip(rows) {
+                    let src = &x[tap.first + (oy - ylo) * self.stride[0] * self.w..];
+                    line[..xlo].fill(T::ZERO);
+                    line[xhi..].fill(T::ZERO);
+                    if sw == 1 {
+                        line[xlo..xhi].copy_from_slice(&src[..xhi - xlo]);
+                    } else {
+                        for (k, v) in line[xlo..xhi].iter_mut().enumerate() {
+                            *v = src[k * sw];
                         }
                     }
                 }
@@ -114,34 +149,35 @@ impl ConvShape {
     }
 
     /// The adjoint of [`Self::im2col`]: adds every column entry to the input sample it read.
-    fn col2im<T: Float>(&self, cols: &[T], x: &mut [T]) {
-        let (m, [sh, sw], [ph, pw], [dh, dw]) =
-            (self.plane_out(), self.stride, self.padding, self.dilation);
-        let mut row = 0;
-        for ci in 0..self.c / self.groups {
-            let plane = &mut x[ci * self.h * self.w..(ci + 1) * self.h * self.w];
-            for jh in 0..self.kh {
-                let (ylo, yhi) = Self::range(self.h, self.oh, sh, ph, dh, jh);
-                for jw in 0..self.kw {
-                    let (xlo, xhi) = Self::range(self.w, self.ow, sw, pw, dw, jw);
-                    let src = &cols[row * m..(row + 1) * m];
-                    row += 1;
-                    if xlo >= xhi {
-                        continue;
-                    }
-                    let x0 = xlo * sw + jw * dw - pw;
-                    for oy in ylo..yhi {
-                        let iy = oy * sh + jh * dh - ph;
-                        let dst = &mut plane[iy * self.w..(iy + 1) * self.w];
-                        let line = &src[oy * self.ow + xlo..oy * self.ow + xhi];
-                        if sw == 1 {
-                            // Contiguous: a loop the compiler vectorizes.
-                            let dst = &mut dst[x0..x0 + line.len()];
-                            dst.iter_mut().zip(line).for_each(|(d, &v)| *d += v);
-                        } else {
-                            for (k, &v) in line.iter().enumerate() {
-                                dst[x0 + k * sw] += v;
-                            }
+    /// `cols` is scratch: the entries that read padding may be overwritten.
+    pub(super) fn col2im<T: Float>(&self, cols: &mut [T], x: &mut [T]) {
+        let (m, ow, sw) = (self.plane_out(), self.ow, self.stride[1]);
+        for (tap, src) in self.taps().zip(cols.chunks_exact_mut(m.max(1))) {
+            let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
+            if tap.empty {
+                continue;
+            }
+            if self.banded() {
+                // One contiguous sum over the whole run, after zeroing the entries that
+                // wrapped around a row's edge (they would land on the neighbouring row).
+                for line in src[ylo * ow..yhi * ow].chunks_exact_mut(ow) {
+                    zero(&mut line[..xlo]);
+                    zero(&mut line[xhi..]);
+                }
+                let run = tap.run(ow);
+                let dst = &mut x[tap.first..][..run.len()];
+                dst.iter_mut().zip(&src[run]).for_each(|(d, &v)| *d += v);
+            } else {
+                for oy in ylo..yhi {
+                    let dst = &mut x[tap.first + (oy - ylo) * self.stride[0] * self.w..];
+                    let line = &src[oy * ow + xlo..oy * ow + xhi];
+                    if sw == 1 {
+                        // Contiguous: a loop the compiler vectorizes.
+                        let dst = &mut dst[..line.len()];
+                        dst.iter_mut().zip(line).for_each(|(d, &v)| *d += v);
+                    } else {
+                        for (k, &v) in line.iter().enumerate() {
+                            dst[k * sw] += v;
                         }
                     }
                 }
@@ -249,6 +285,30 @@ impl ConvShape {
             dw.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
         }
         dw
+    }
+}
+
+/// Zeroes a few elements (a row's padding, mostly one or none) without a call to `memset`.
+fn zero<T: Float>(s: &mut [T]) {
+    match s {
+        [] => {}
+        [v] => *v = T::ZERO,
+        s => s.fill(T::ZERO),
+    }
+}
+
+/// One kernel tap of one input channel, as [`ConvShape::taps`] yields it.
+struct Tap {
+    ys: (usize, usize),
+    xs: (usize, usize),
+    first: usize,
+    empty: bool,
+}
+
+impl Tap {
+    /// The outputs from the first valid one to the last, in a plane whose rows are `ow` long.
+    fn run(&self, ow: usize) -> std::ops::Range<usize> {
+        self.ys.0 * ow + self.xs.0..(self.ys.1 - 1) * ow + self.xs.1
     }
 }
 

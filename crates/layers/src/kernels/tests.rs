@@ -146,11 +146,86 @@ fn geom() -> impl Strategy<Value = Geom> {
         )
 }
 
+/// Stride 1 with "same" padding (odd kernels, output as large as the input): the geometry
+/// whose columns im2col copies as one run per tap.
+fn same_geom() -> impl Strategy<Value = Geom> {
+    let odd = || prop_oneof![Just(1usize), Just(3), Just(5)];
+    (
+        (1..3usize, 1..3usize, 1..4usize, 1..4usize),
+        (
+            [odd(), odd()],
+            [1..3usize, 1..3usize],
+            [1..9usize, 1..9usize],
+        ),
+    )
+        .prop_map(|((n, groups, cg, og), (kernel, dilation, size))| Geom {
+            n,
+            groups,
+            cg,
+            og,
+            size,
+            kernel,
+            stride: [1, 1],
+            padding: [0, 1].map(|i| dilation[i] * (kernel[i] - 1) / 2),
+            dilation,
+        })
+}
+
+fn any_geom() -> impl Strategy<Value = Geom> {
+    prop_oneof![geom(), same_geom()]
+}
+
 proptest! {
     #![proptest_config(cfg(64))]
 
     #[test]
-    fn conv_kernel_matches_candle_forward_and_gradients(g in geom(), seed in any::<u64>()) {
+    fn im2col_and_col2im_match_their_definitions(g in any_geom(), seed in any::<u64>()) {
+        // cols[(ci, jh, jw)][(oy, ox)] = x[ci][oy*sh + jh*dh - ph][ox*sw + jw*dw - pw], or 0 in
+        // the padding; col2im adds each entry back where it was read.
+        let s = g.shape();
+        let (cg, plane) = (g.cg, g.size[0] * g.size[1]);
+        let x: Vec<f64> = randn(seed, &[cg * plane]).to_vec1().unwrap();
+        let (rows, m) = (s.rows(), s.oh * s.ow);
+        let mut expected = vec![0.0; rows * m];
+        let mut source = vec![None; rows * m];
+        for ci in 0..cg {
+            for jh in 0..s.kh {
+                for jw in 0..s.kw {
+                    let row = (ci * s.kh + jh) * s.kw + jw;
+                    for (oy, ox) in (0..s.oh).flat_map(|oy| (0..s.ow).map(move |ox| (oy, ox))) {
+                        let iy = (oy * s.stride[0] + jh * s.dilation[0]).checked_sub(s.padding[0]);
+                        let ix = (ox * s.stride[1] + jw * s.dilation[1]).checked_sub(s.padding[1]);
+                        if let (Some(iy), Some(ix)) = (iy, ix) {
+                            if iy < s.h && ix < s.w {
+                                let i = ci * plane + iy * s.w + ix;
+                                expected[row * m + oy * s.ow + ox] = x[i];
+                                source[row * m + oy * s.ow + ox] = Some(i);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut cols = vec![f64::NAN; rows * m];
+        s.im2col(&x, &mut cols);
+        prop_assert_eq!(&cols, &expected);
+
+        let mut cols: Vec<f64> = randn(seed ^ 1, &[rows * m]).to_vec1().unwrap();
+        let start: Vec<f64> = randn(seed ^ 2, &[cg * plane]).to_vec1().unwrap();
+        let mut want = start.clone();
+        for (v, i) in cols.iter().zip(&source) {
+            if let Some(i) = i {
+                want[*i] += v;
+            }
+        }
+        let mut got = start;
+        s.col2im(&mut cols, &mut got);
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        prop_assert!(worst < 1e-12, "col2im differs by {}", worst);
+    }
+
+    #[test]
+    fn conv_kernel_matches_candle_forward_and_gradients(g in any_geom(), seed in any::<u64>()) {
         let (x, w) = (g.x(seed), g.w(seed ^ 1));
         let shape = g.shape();
         let kernel = value_and_grads(&[x.clone(), w.clone()], |t| conv2d(&t[0], &t[1], shape));
@@ -167,7 +242,7 @@ proptest! {
     }
 
     #[test]
-    fn transposed_conv_kernel_matches_candle_forward_and_gradients(g in geom(), extra in [0..2usize, 0..2usize], seed in any::<u64>()) {
+    fn transposed_conv_kernel_matches_candle_forward_and_gradients(g in any_geom(), extra in [0..2usize, 0..2usize], seed in any::<u64>()) {
         // The transposed convolution maps the conv's output size back to its input size (plus
         // an output_padding that leaves the last rows/columns without any window).
         let shape = g.shape();
@@ -187,7 +262,7 @@ proptest! {
     }
 
     #[test]
-    fn conv_kernels_second_derivatives_match_candle(g in geom(), seed in any::<u64>()) {
+    fn conv_kernels_second_derivatives_match_candle(g in any_geom(), seed in any::<u64>()) {
         // d/dw of |dL/dx|², with dL/dx written as the transposed convolution (the gradient
         // penalty's form): runs conv's backward-data op through its own backward pass.
         let (x, w) = (g.x(seed), g.w(seed ^ 3));
