@@ -62,145 +62,212 @@ impl ConvShape {
             && (self.oh, self.ow) == (self.h, self.w)
     }
 
-    /// For output index `o` along an axis and tap `j`, the input index, if inside.
-    fn range(n: usize, out: usize, s: usize, p: usize, d: usize, j: usize) -> (usize, usize) {
-        // Outputs o with 0 <= o*s + j*d - p < n form one interval [lo, hi).
-        let off = j * d;
-        let lo = if off >= p { 0 } else { (p - off).div_ceil(s) };
-        let hi = if n + p > off {
-            ((n + p - off).div_ceil(s)).min(out)
-        } else {
-            0
-        };
-        (lo.min(hi), hi)
+    /// A strided convolution reads its input through `stride` phases: the sub-planes of the
+    /// rows `py, py + sh, ...` and columns `px, px + sw, ...`. Inside its phase a tap reads at
+    /// stride 1, so its lines are contiguous. Each phase plane is `[hp, wp]` (the longest one);
+    /// at stride 1 the only phase is the input itself.
+    fn phase_dims(&self) -> (usize, usize) {
+        let [sh, sw] = self.stride;
+        (self.h.div_ceil(sh), self.w.div_ceil(sw))
     }
 
-    /// Whether every tap's valid outputs, read row after row, are one contiguous run of the
-    /// input plane: stride 1 with output rows as long as the input's ("same" padding).
-    fn banded(&self) -> bool {
-        self.stride == [1, 1] && self.ow == self.w
+    /// Length of the scratch holding one group's phases; none at stride 1.
+    pub(super) fn phases_len(&self) -> usize {
+        let ([sh, sw], (hp, wp)) = (self.stride, self.phase_dims());
+        if self.stride == [1, 1] {
+            0
+        } else {
+            self.c / self.groups * sh * sw * hp * wp
+        }
+    }
+
+    /// Along an axis of `n` inputs read at stride `s`, padding `p`, dilation `d`, for tap `j`:
+    /// the phase it reads, the outputs `[lo, hi)` that fall inside the input, and the index
+    /// within the phase of output `lo`'s input.
+    fn axis(n: usize, out: usize, s: usize, p: usize, d: usize, j: usize) -> Axis {
+        // Output o reads input o*s + r = (o + q)*s + phase.
+        let r = (j * d) as isize - p as isize;
+        let (phase, q) = (r.rem_euclid(s as isize) as usize, r.div_euclid(s as isize));
+        let len = n.saturating_sub(phase).div_ceil(s) as isize;
+        let hi = (len - q).clamp(0, out as isize);
+        let lo = (-q).clamp(0, hi);
+        Axis {
+            phase,
+            outs: (lo as usize, hi as usize),
+            start: (lo + q).max(0) as usize,
+        }
     }
 
     /// The taps of one group's channels in the order of the column rows, each with the
-    /// output rows `[ylo, yhi)` and columns `[xlo, xhi)` it reads inside the input, and the
-    /// input index of its output `(ylo, xlo)` (meaningful only if both are non-empty).
-    fn taps(&self) -> impl Iterator<Item = Tap> + '_ {
+    /// output rows and columns it reads inside the input, and the index in the phases (the
+    /// input at stride 1) of its first one. Computed once per op, shared by its samples.
+    pub(super) fn taps(&self) -> Vec<Tap> {
         let ([sh, sw], [ph, pw], [dh, dw]) = (self.stride, self.padding, self.dilation);
-        let plane = self.h * self.w;
-        (0..self.c / self.groups).flat_map(move |ci| {
-            (0..self.kh).flat_map(move |jh| {
-                let (ylo, yhi) = Self::range(self.h, self.oh, sh, ph, dh, jh);
-                (0..self.kw).map(move |jw| {
-                    let (xlo, xhi) = Self::range(self.w, self.ow, sw, pw, dw, jw);
-                    let empty = ylo >= yhi || xlo >= xhi;
-                    let first = if empty {
-                        0
-                    } else {
-                        (ylo * sh + jh * dh - ph) * self.w + xlo * sw + jw * dw - pw
-                    };
-                    Tap {
-                        ys: (ylo, yhi),
-                        xs: (xlo, xhi),
-                        first: ci * plane + first,
-                        empty,
+        let (hp, wp) = self.phase_dims();
+        let ys: Vec<Axis> = (0..self.kh)
+            .map(|j| Self::axis(self.h, self.oh, sh, ph, dh, j))
+            .collect();
+        let xs: Vec<Axis> = (0..self.kw)
+            .map(|j| Self::axis(self.w, self.ow, sw, pw, dw, j))
+            .collect();
+        let mut taps = Vec::with_capacity(self.rows());
+        for ci in 0..self.c / self.groups {
+            for y in &ys {
+                for x in &xs {
+                    let plane = ((ci * sh + y.phase) * sw + x.phase) * hp * wp;
+                    taps.push(Tap {
+                        ys: y.outs,
+                        xs: x.outs,
+                        first: plane + y.start * wp + x.start,
+                        empty: y.outs.0 >= y.outs.1 || x.outs.0 >= x.outs.1,
+                    });
+                }
+            }
+        }
+        taps
+    }
+
+    /// Splits one group's channels `x: [c/g, h, w]` into their phases (a no-op at stride 1).
+    fn split<'a, T: Float>(&self, x: &'a [T], phases: &'a mut [T]) -> &'a [T] {
+        if self.stride == [1, 1] {
+            return x;
+        }
+        self.each_phase_line(phases, |dst, ci, iy, px| {
+            let src = &x[(ci * self.h + iy) * self.w + px..];
+            dst.iter_mut()
+                .zip(src.iter().step_by(self.stride[1]))
+                .for_each(|(d, &v)| *d = v);
+        });
+        phases
+    }
+
+    /// Adds the phases back into the channels they were split from.
+    fn merge_add<T: Float>(&self, phases: &mut [T], x: &mut [T]) {
+        self.each_phase_line(phases, |line, ci, iy, px| {
+            let dst = &mut x[(ci * self.h + iy) * self.w + px..];
+            dst.iter_mut()
+                .step_by(self.stride[1])
+                .zip(line.iter())
+                .for_each(|(d, &v)| *d += v);
+        });
+    }
+
+    /// Calls `f(line, ci, iy, px)` with the valid part of each phase line: the samples of
+    /// input row `iy` of channel `ci` from column `px` on, every `sw`-th one.
+    fn each_phase_line<T: Float>(
+        &self,
+        phases: &mut [T],
+        mut f: impl FnMut(&mut [T], usize, usize, usize),
+    ) {
+        let ([sh, sw], (hp, wp)) = (self.stride, self.phase_dims());
+        let mut plane = 0;
+        for ci in 0..self.c / self.groups {
+            for py in 0..sh {
+                for px in 0..sw {
+                    // A phase past the input's edge (an input narrower than the stride) is empty.
+                    let len = self.w.saturating_sub(px).div_ceil(sw);
+                    let rows = (py..self.h).step_by(sh).enumerate();
+                    for (y, iy) in rows.filter(|_| len > 0) {
+                        f(&mut phases[plane + y * wp..][..len], ci, iy, px);
                     }
-                })
-            })
-        })
+                    plane += hp * wp;
+                }
+            }
+        }
     }
 
     /// Copies the windows of one sample's group of channels `x: [c/g, h, w]` into `cols`
-    /// (`[rows, oh * ow]`), zeros where a tap falls into padding.
-    pub(super) fn im2col<T: Float>(&self, x: &[T], cols: &mut [T]) {
-        let (m, ow, sw) = (self.plane_out(), self.ow, self.stride[1]);
-        for (tap, dst) in self.taps().zip(cols.chunks_exact_mut(m.max(1))) {
+    /// (`[rows, oh * ow]`), zeros where a tap falls into padding. `phases` is scratch of
+    /// [`Self::phases_len`].
+    pub(super) fn im2col<T: Float>(&self, taps: &[Tap], x: &[T], phases: &mut [T], cols: &mut [T]) {
+        let src = self.split(x, phases);
+        let (m, ow, wp) = (self.plane_out(), self.ow, self.phase_dims().1);
+        for (tap, dst) in taps.iter().zip(cols.chunks_exact_mut(m.max(1))) {
             let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
             if tap.empty {
                 dst.fill(T::ZERO);
-            } else if self.banded() {
-                // One copy of the whole run; the entries that wrapped around a row's edge
-                // (taps in the left or right padding) are zeroed after it.
+                continue;
+            }
+            dst[..ylo * ow].fill(T::ZERO);
+            dst[yhi * ow..].fill(T::ZERO);
+            if ow == wp {
+                // The valid outputs, row after row, read one contiguous run: one copy, then
+                // the entries that wrapped around a row's edge (into padding) are zeroed.
                 let run = tap.run(ow);
-                dst[run.clone()].copy_from_slice(&x[tap.first..][..run.len()]);
-                dst[..run.start].fill(T::ZERO);
-                dst[run.end..].fill(T::ZERO);
-                for line in dst[ylo * ow..yhi * ow].chunks_exact_mut(ow) {
+                dst[run.clone()].copy_from_slice(&src[tap.first..][..run.len()]);
+                zero_edges(&mut dst[ylo * ow..yhi * ow], ow, tap.xs);
+            } else {
+                let lines = dst[ylo * ow..yhi * ow].chunks_exact_mut(ow);
+                for (line, s) in lines.zip(src[tap.first..].chunks(wp)) {
                     zero(&mut line[..xlo]);
                     zero(&mut line[xhi..]);
-                }
-            } else {
-                dst[..ylo * ow].fill(T::ZERO);
-                dst[yhi * ow..].fill(T::ZERO);
-                let (lines, rows) = (dst[ylo * ow..yhi * ow].chunks_exact_mut(ow), ylo..yhi);
-                for (line, oy) in lines.zip(rows) {
-                    let src = &x[tap.first + (oy - ylo) * self.stride[0] * self.w..];
-                    line[..xlo].fill(T::ZERO);
-                    line[xhi..].fill(T::ZERO);
-                    if sw == 1 {
-                        line[xlo..xhi].copy_from_slice(&src[..xhi - xlo]);
-                    } else {
-                        for (k, v) in line[xlo..xhi].iter_mut().enumerate() {
-                            *v = src[k * sw];
-                        }
-                    }
+                    line[xlo..xhi].copy_from_slice(&s[..xhi - xlo]);
                 }
             }
         }
     }
 
     /// The adjoint of [`Self::im2col`]: adds every column entry to the input sample it read.
-    /// `cols` is scratch: the entries that read padding may be overwritten.
-    pub(super) fn col2im<T: Float>(&self, cols: &mut [T], x: &mut [T]) {
-        let (m, ow, sw) = (self.plane_out(), self.ow, self.stride[1]);
-        for (tap, src) in self.taps().zip(cols.chunks_exact_mut(m.max(1))) {
+    /// `cols` and `phases` are scratch: the entries of `cols` that read padding may be zeroed.
+    pub(super) fn col2im<T: Float>(
+        &self,
+        taps: &[Tap],
+        cols: &mut [T],
+        phases: &mut [T],
+        x: &mut [T],
+    ) {
+        if self.stride == [1, 1] {
+            self.scatter_add(taps, cols, x);
+        } else {
+            phases.fill(T::ZERO);
+            self.scatter_add(taps, cols, phases);
+            self.merge_add(phases, x);
+        }
+    }
+
+    /// Adds every column entry into the phase entry (the input at stride 1) it was read from.
+    fn scatter_add<T: Float>(&self, taps: &[Tap], cols: &mut [T], src: &mut [T]) {
+        let (m, ow, wp) = (self.plane_out(), self.ow, self.phase_dims().1);
+        for (tap, col) in taps.iter().zip(cols.chunks_exact_mut(m.max(1))) {
             let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
             if tap.empty {
                 continue;
             }
-            if self.banded() {
+            if ow == wp {
                 // One contiguous sum over the whole run, after zeroing the entries that
                 // wrapped around a row's edge (they would land on the neighbouring row).
-                for line in src[ylo * ow..yhi * ow].chunks_exact_mut(ow) {
-                    zero(&mut line[..xlo]);
-                    zero(&mut line[xhi..]);
-                }
+                zero_edges(&mut col[ylo * ow..yhi * ow], ow, tap.xs);
                 let run = tap.run(ow);
-                let dst = &mut x[tap.first..][..run.len()];
-                dst.iter_mut().zip(&src[run]).for_each(|(d, &v)| *d += v);
+                let dst = &mut src[tap.first..][..run.len()];
+                dst.iter_mut().zip(&col[run]).for_each(|(d, &v)| *d += v);
             } else {
-                for oy in ylo..yhi {
-                    let dst = &mut x[tap.first + (oy - ylo) * self.stride[0] * self.w..];
-                    let line = &src[oy * ow + xlo..oy * ow + xhi];
-                    if sw == 1 {
-                        // Contiguous: a loop the compiler vectorizes.
-                        let dst = &mut dst[..line.len()];
-                        dst.iter_mut().zip(line).for_each(|(d, &v)| *d += v);
-                    } else {
-                        for (k, &v) in line.iter().enumerate() {
-                            dst[k * sw] += v;
-                        }
-                    }
+                let lines = col[ylo * ow..yhi * ow].chunks_exact(ow);
+                for (line, d) in lines.zip(src[tap.first..].chunks_mut(wp)) {
+                    let d = &mut d[..xhi - xlo];
+                    d.iter_mut()
+                        .zip(&line[xlo..xhi])
+                        .for_each(|(d, &v)| *d += v);
                 }
             }
         }
     }
 
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
-        let (cg, og, k, m) = self.sizes();
+        let ((cg, og, k, m), taps) = (self.sizes(), self.taps());
         let mut y = vec![T::ZERO; self.n * self.o * m];
         let cols_len = if self.pointwise() { 0 } else { k * m };
         y.par_chunks_mut(self.o * m.max(1))
             .enumerate()
             .for_each_init(
-                || vec![T::ZERO; cols_len],
-                |cols, (b, yb)| {
+                || (vec![T::ZERO; cols_len], vec![T::ZERO; self.phases_len()]),
+                |(cols, phases), (b, yb)| {
                     for g in 0..self.groups {
                         let xg =
                             &x[(b * self.c + g * cg) * self.h * self.w..][..cg * self.h * self.w];
                         let cols: &[T] = if self.pointwise() {
                             xg
                         } else {
-                            self.im2col(xg, cols);
+                            self.im2col(&taps, xg, phases, cols);
                             cols
                         };
                         let wg = &w[g * og * k..(g + 1) * og * k];
@@ -222,14 +289,14 @@ impl ConvShape {
 
     /// `dx` from `dy: [n, o, oh, ow]` and `w` (the transposed convolution of `dy`).
     fn backward_data<T: Float>(&self, dy: &[T], w: &[T]) -> Vec<T> {
-        let (cg, og, k, m) = self.sizes();
+        let ((cg, og, k, m), taps) = (self.sizes(), self.taps());
         let plane = self.h * self.w;
         let mut dx = vec![T::ZERO; self.n * self.c * plane];
         dx.par_chunks_mut(self.c * plane.max(1))
             .enumerate()
             .for_each_init(
-                || vec![T::ZERO; k * m],
-                |cols, (b, dxb)| {
+                || (vec![T::ZERO; k * m], vec![T::ZERO; self.phases_len()]),
+                |(cols, phases), (b, dxb)| {
                     for g in 0..self.groups {
                         let dyg = &dy[(b * self.o + g * og) * m..][..og * m];
                         let wg = &w[g * og * k..(g + 1) * og * k];
@@ -238,7 +305,7 @@ impl ConvShape {
                             matmul((k, m, og), dxg, m, wg, (1, k), dyg, (m, 1), false);
                         } else {
                             matmul((k, m, og), cols, m, wg, (1, k), dyg, (m, 1), false);
-                            self.col2im(cols, dxg);
+                            self.col2im(&taps, cols, phases, dxg);
                         }
                     }
                 },
@@ -250,7 +317,7 @@ impl ConvShape {
     /// split of the batch, added in order, so the result does not depend on scheduling (runs
     /// resume bitwise).
     fn backward_filter<T: Float>(&self, x: &[T], dy: &[T]) -> Vec<T> {
-        let (cg, og, k, m) = self.sizes();
+        let ((cg, og, k, m), taps) = (self.sizes(), self.taps());
         let per_part = self
             .n
             .div_ceil(rayon::current_num_threads().clamp(1, self.n.max(1)));
@@ -261,6 +328,7 @@ impl ConvShape {
             .map(|start| {
                 let mut dw = vec![T::ZERO; self.o * k];
                 let mut cols = vec![T::ZERO; if self.pointwise() { 0 } else { k * m }];
+                let mut phases = vec![T::ZERO; self.phases_len()];
                 for b in start..(start + per_part).min(self.n) {
                     for g in 0..self.groups {
                         let xg =
@@ -268,7 +336,7 @@ impl ConvShape {
                         let cols: &[T] = if self.pointwise() {
                             xg
                         } else {
-                            self.im2col(xg, &mut cols);
+                            self.im2col(&taps, xg, &mut phases, &mut cols);
                             &cols
                         };
                         let dyg = &dy[(b * self.o + g * og) * m..][..og * m];
@@ -297,8 +365,26 @@ fn zero<T: Float>(s: &mut [T]) {
     }
 }
 
+/// Zeroes the columns outside `[xlo, xhi)` of each `ow`-long row of `rows` (without the
+/// division an iterator over the rows would take).
+fn zero_edges<T: Float>(rows: &mut [T], ow: usize, (xlo, xhi): (usize, usize)) {
+    let mut at = 0;
+    while at < rows.len() {
+        zero(&mut rows[at..at + xlo]);
+        zero(&mut rows[at + xhi..at + ow]);
+        at += ow;
+    }
+}
+
+/// Where a tap reads along one axis, as [`ConvShape::axis`] finds it.
+struct Axis {
+    phase: usize,
+    outs: (usize, usize),
+    start: usize,
+}
+
 /// One kernel tap of one input channel, as [`ConvShape::taps`] yields it.
-struct Tap {
+pub(super) struct Tap {
     ys: (usize, usize),
     xs: (usize, usize),
     first: usize,

@@ -112,6 +112,28 @@ impl Geom {
         )
     }
 
+    /// A geometry from its counts `(n, groups, cg, og)` and its `[height, width]` pairs.
+    fn of(
+        (n, groups, cg, og): (usize, usize, usize, usize),
+        size: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Self {
+        Self {
+            n,
+            groups,
+            cg,
+            og,
+            size,
+            kernel,
+            stride,
+            padding,
+            dilation,
+        }
+    }
+
     fn shape(&self) -> ConvShape {
         let (c, o) = (self.cg * self.groups, self.og * self.groups);
         self.conv().shape(self.n, c, o, self.axes())
@@ -124,26 +146,14 @@ fn geom() -> impl Strategy<Value = Geom> {
         (1..3usize, 1..3usize, 1..4usize, 1..4usize),
         (pair(1, 4), pair(1, 3), pair(0, 3), pair(1, 3), pair(0, 6)),
     )
-        .prop_map(
-            |((n, groups, cg, og), (kernel, stride, padding, dilation, extra))| {
-                // The input is at least the window (after padding), plus a random margin.
-                let size = [0, 1].map(|i| {
-                    let span = dilation[i] * (kernel[i] - 1) + 1;
-                    span.saturating_sub(2 * padding[i]).max(1) + extra[i]
-                });
-                Geom {
-                    n,
-                    groups,
-                    cg,
-                    og,
-                    size,
-                    kernel,
-                    stride,
-                    padding,
-                    dilation,
-                }
-            },
-        )
+        .prop_map(|(counts, (kernel, stride, padding, dilation, extra))| {
+            // The input is at least the window (after padding), plus a random margin.
+            let size = [0, 1].map(|i| {
+                let span = dilation[i] * (kernel[i] - 1) + 1;
+                span.saturating_sub(2 * padding[i]).max(1) + extra[i]
+            });
+            Geom::of(counts, size, kernel, stride, padding, dilation)
+        })
 }
 
 /// Stride 1 with "same" padding (odd kernels, output as large as the input): the geometry
@@ -158,21 +168,45 @@ fn same_geom() -> impl Strategy<Value = Geom> {
             [1..9usize, 1..9usize],
         ),
     )
-        .prop_map(|((n, groups, cg, og), (kernel, dilation, size))| Geom {
-            n,
-            groups,
-            cg,
-            og,
-            size,
-            kernel,
-            stride: [1, 1],
-            padding: [0, 1].map(|i| dilation[i] * (kernel[i] - 1) / 2),
-            dilation,
+        .prop_map(|(counts, (kernel, dilation, size))| {
+            let padding = [0, 1].map(|i| dilation[i] * (kernel[i] - 1) / 2);
+            Geom::of(counts, size, kernel, [1, 1], padding, dilation)
+        })
+}
+
+/// Strided downsampling (stride 2 or 3, e.g. 4x4 at stride 2 with padding 1), sizes near a
+/// multiple of the stride: often the output rows are as long as the phase rows, whose
+/// columns im2col then copies as one run per tap.
+fn strided_geom() -> impl Strategy<Value = Geom> {
+    let axis = || {
+        (
+            2..4usize,
+            1..6usize,
+            0..3usize,
+            1..3usize,
+            1..8usize,
+            0..2usize,
+        )
+    };
+    (
+        (1..3usize, 1..3usize, 1..4usize, 1..4usize),
+        [axis(), axis()],
+    )
+        .prop_map(|(counts, axes)| {
+            let [(sh, kh, ph, dh, yh, eh), (sw, kw, pw, dw, yw, ew)] = axes;
+            let (padding, dilation) = ([ph.min(kh - 1), pw.min(kw - 1)], [dh, dw]);
+            let (kernel, stride) = ([kh, kw], [sh, sw]);
+            let size = [0, 1].map(|i| {
+                let span = dilation[i] * (kernel[i] - 1) + 1;
+                let want = [yh * sh + eh, yw * sw + ew][i];
+                want.max(span.saturating_sub(2 * padding[i]).max(1))
+            });
+            Geom::of(counts, size, kernel, stride, padding, dilation)
         })
 }
 
 fn any_geom() -> impl Strategy<Value = Geom> {
-    prop_oneof![geom(), same_geom()]
+    prop_oneof![geom(), same_geom(), strided_geom()]
 }
 
 proptest! {
@@ -207,7 +241,8 @@ proptest! {
             }
         }
         let mut cols = vec![f64::NAN; rows * m];
-        s.im2col(&x, &mut cols);
+        let mut phases = vec![f64::NAN; s.phases_len()];
+        s.im2col(&s.taps(), &x, &mut phases, &mut cols);
         prop_assert_eq!(&cols, &expected);
 
         let mut cols: Vec<f64> = randn(seed ^ 1, &[rows * m]).to_vec1().unwrap();
@@ -219,7 +254,7 @@ proptest! {
             }
         }
         let mut got = start;
-        s.col2im(&mut cols, &mut got);
+        s.col2im(&s.taps(), &mut cols, &mut phases, &mut got);
         let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         prop_assert!(worst < 1e-12, "col2im differs by {}", worst);
     }
