@@ -44,7 +44,7 @@ pub mod upsample;
 pub mod weight_norm;
 mod window;
 
-pub use activation::{add_relu, leaky_relu, relu, Activation};
+pub use activation::{add_relu, leaky_relu, relu, tanh, Activation};
 pub use conv::{conv1d, conv2d, conv_out_len, Conv1d, Conv2d, ConvConfig};
 pub use conv_transpose::{
     conv_transpose1d, conv_transpose2d, ConvTranspose1d, ConvTranspose2d, ConvTransposeConfig,

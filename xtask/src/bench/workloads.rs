@@ -165,7 +165,7 @@ impl HalfCoupling {
         let h = relu(&self.net[0].forward(&a)?)?;
         let h = relu(&self.net[1].forward(&h)?)?;
         let st = self.net[2].forward(&h)?;
-        let s = st.narrow(1, 0, half)?.tanh()?;
+        let s = forja_layers::tanh(&st.narrow(1, 0, half)?)?;
         let b = ((b * s.exp()?)? + st.narrow(1, half, half)?)?;
         let y = if self.cond_first {
             Tensor::cat(&[&a, &b], 1)?
@@ -247,7 +247,7 @@ impl Generator {
         let x = self.bn0.forward_relu_t(&self.fc.forward(z)?, true)?;
         let x = x.reshape((z.dim(0)?, 128, 7, 7))?;
         let x = self.bn1.forward_relu_t(&self.ct1.forward(&x)?, true)?;
-        self.ct2.forward(&x)?.tanh()
+        forja_layers::tanh(&self.ct2.forward(&x)?)
     }
 }
 

@@ -100,7 +100,8 @@ impl Made {
                 h = h.relu()?;
             }
         }
-        let alpha = (h.narrow(1, self.dim, self.dim)? / ALPHA_BOUND)?.tanh()? * ALPHA_BOUND;
+        let alpha =
+            forja_layers::tanh(&(h.narrow(1, self.dim, self.dim)? / ALPHA_BOUND)?)? * ALPHA_BOUND;
         Ok((h.narrow(1, 0, self.dim)?, alpha?))
     }
 }

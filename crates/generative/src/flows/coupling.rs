@@ -118,7 +118,7 @@ impl Coupling {
         let change = self.keep.affine(-1.0, 1.0)?;
         Ok(match self.kind {
             CouplingKind::Affine => (
-                h.narrow(1, 0, self.dim)?.tanh()?.broadcast_mul(&change)?,
+                forja_layers::tanh(&h.narrow(1, 0, self.dim)?)?.broadcast_mul(&change)?,
                 h.narrow(1, self.dim, self.dim)?.broadcast_mul(&change)?,
             ),
             CouplingKind::Additive => (h.zeros_like()?, h.broadcast_mul(&change)?),

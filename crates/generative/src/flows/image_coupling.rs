@@ -127,7 +127,7 @@ impl ImageCoupling {
         let change = keep.affine(-1.0, 1.0)?;
         Ok(match self.cfg.kind {
             CouplingKind::Affine => (
-                y.narrow(1, 0, c)?.tanh()?.broadcast_mul(&change)?,
+                forja_layers::tanh(&y.narrow(1, 0, c)?)?.broadcast_mul(&change)?,
                 y.narrow(1, c, c)?.broadcast_mul(&change)?,
             ),
             CouplingKind::Additive => (y.zeros_like()?, y.broadcast_mul(&change)?),

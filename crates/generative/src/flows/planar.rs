@@ -61,11 +61,7 @@ fn constrained_u(u: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// as in a VAE whose encoder outputs the flow of each posterior (Rezende & Mohamed, sec. 4).
 pub fn planar_step(z: &Tensor, u: &Tensor, w: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
     let u = constrained_u(u, w)?;
-    let h = z
-        .broadcast_mul(w)?
-        .sum(D::Minus1)?
-        .broadcast_add(b)?
-        .tanh()?;
+    let h = forja_layers::tanh(&z.broadcast_mul(w)?.sum(D::Minus1)?.broadcast_add(b)?)?;
     let x = (z + h.unsqueeze(D::Minus1)?.broadcast_mul(&u)?)?;
     // det = 1 + h'(wᵀz + b) ûᵀw, h' = 1 - tanh²
     let uw = (&u * w)?.sum(D::Minus1)?;
@@ -108,11 +104,11 @@ impl Flow for Planar {
         let a_star = Tensor::from_vec(roots, x.dim(0)?, x.device())?.to_dtype(x.dtype())?;
         // One Newton step on the graph: its value is the root, and its gradient is the implicit
         // one, da/dθ = -(∂g/∂θ - ∂t/∂θ) / g'(a), so the density can be trained through it.
-        let th = a_star.broadcast_add(&self.b)?.tanh()?;
+        let th = forja_layers::tanh(&a_star.broadcast_add(&self.b)?)?;
         let g = (&a_star + th.broadcast_mul(&c)?)?;
         let slope = (th.sqr()?.affine(-1.0, 1.0)?.broadcast_mul(&c)? + 1.0)?.detach();
         let a = (&a_star - ((g - &t)? / slope)?)?;
-        let h = a.broadcast_add(&self.b)?.tanh()?;
+        let h = forja_layers::tanh(&a.broadcast_add(&self.b)?)?;
         let z = (x - h.unsqueeze(1)?.broadcast_mul(&u.unsqueeze(0)?)?)?;
         let (_, logdet) = self.forward(&z)?;
         Ok((z, logdet.neg()?))

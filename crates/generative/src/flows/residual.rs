@@ -118,7 +118,7 @@ impl Residual {
             let w = layer.weight().clone();
             let a = layer.forward(&h)?;
             if k + 1 < layers.len() {
-                h = a.tanh()?;
+                h = forja_layers::tanh(&a)?;
                 parts.push((w, Some(h.sqr()?.affine(-1.0, 1.0)?)));
             } else {
                 h = a;

@@ -19,6 +19,7 @@ mod conv;
 mod linear;
 mod pool;
 mod rectify;
+mod tanh;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,7 @@ pub(crate) use conv::{conv2d, conv_transpose2d, ConvShape};
 pub(crate) use linear::linear;
 pub(crate) use pool::max_pool2d;
 pub(crate) use rectify::{add_relu, leaky_relu};
+pub(crate) use tanh::tanh;
 
 /// The environment variable that switches the kernels off (`off`, `0` or `false`).
 pub const ENV: &str = "FORJA_KERNELS";

@@ -62,20 +62,27 @@ fn backward<T: Float>(
     s2: &CpuStorage,
     l2: &Layout,
 ) -> Result<(CpuStorage, Shape)> {
-    let name = "forja-leaky-relu-bwd";
-    let (g, y) = (slice::<T>(s1, l1, name)?, slice::<T>(s2, l2, name)?);
-    if g.len() != y.len() {
-        candle_core::bail!(
-            "{name}: gradient {:?} for output {:?}",
-            l1.dims(),
-            l2.dims()
-        );
-    }
     let slope = T::from_f64(op.slope);
-    let dx = zip_map(g, y, move |g, y| {
+    zip_op::<T>("forja-leaky-relu-bwd", (s1, l1), (s2, l2), move |g, y| {
         g * if y > T::ZERO { T::ONE } else { slope }
-    });
-    Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
+    })
+}
+
+/// The body of a binary element-wise op: `f(a[i], b[i])` over two tensors of one shape.
+pub(super) fn zip_op<T: Float>(
+    name: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    f: impl Fn(T, T) -> T + Copy + Send + Sync,
+) -> Result<(CpuStorage, Shape)> {
+    if l1.dims() != l2.dims() {
+        candle_core::bail!("{name}: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
+    }
+    let (a, b) = (slice::<T>(s1, l1, name)?, slice::<T>(s2, l2, name)?);
+    Ok((
+        T::to_cpu_storage_owned(zip_map(a, b, f)),
+        l1.shape().clone(),
+    ))
 }
 
 /// `f(a[i], b[i])` for every element, in chunks over rayon's threads for large tensors. `f` is
@@ -148,20 +155,14 @@ fn add_relu_forward<T: Float>(
     s2: &CpuStorage,
     l2: &Layout,
 ) -> Result<(CpuStorage, Shape)> {
-    let name = "forja-add-relu";
-    if l1.dims() != l2.dims() {
-        candle_core::bail!("{name}: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
-    }
-    let (a, b) = (slice::<T>(s1, l1, name)?, slice::<T>(s2, l2, name)?);
-    let y = zip_map(a, b, |a, b| {
+    zip_op::<T>("forja-add-relu", (s1, l1), (s2, l2), |a, b| {
         let v = a + b;
         if v > T::ZERO {
             v
         } else {
             T::ZERO
         }
-    });
-    Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
+    })
 }
 
 impl CustomOp2 for AddRelu {
