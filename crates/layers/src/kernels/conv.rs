@@ -177,12 +177,19 @@ impl ConvShape {
     }
 
     /// Copies the windows of one sample's group of channels `x: [c/g, h, w]` into `cols`
-    /// (`[rows, oh * ow]`), zeros where a tap falls into padding. `phases` is scratch of
-    /// [`Self::phases_len`].
-    pub(super) fn im2col<T: Float>(&self, taps: &[Tap], x: &[T], phases: &mut [T], cols: &mut [T]) {
+    /// (`rows` rows of `oh * ow`, each `ld` after the previous), zeros where a tap falls into
+    /// padding. `phases` is scratch of [`Self::phases_len`].
+    pub(super) fn im2col<T: Float>(
+        &self,
+        taps: &[Tap],
+        x: &[T],
+        phases: &mut [T],
+        (cols, ld): (&mut [T], usize),
+    ) {
         let src = self.split(x, phases);
         let (m, ow, wp) = (self.plane_out(), self.ow, self.phase_dims().1);
-        for (tap, dst) in taps.iter().zip(cols.chunks_exact_mut(m.max(1))) {
+        for (r, tap) in taps.iter().enumerate() {
+            let dst = &mut cols[r * ld..][..m];
             let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
             if tap.empty {
                 dst.fill(T::ZERO);
@@ -212,7 +219,7 @@ impl ConvShape {
     pub(super) fn col2im<T: Float>(
         &self,
         taps: &[Tap],
-        cols: &mut [T],
+        cols: (&mut [T], usize),
         phases: &mut [T],
         x: &mut [T],
     ) {
@@ -226,9 +233,10 @@ impl ConvShape {
     }
 
     /// Adds every column entry into the phase entry (the input at stride 1) it was read from.
-    fn scatter_add<T: Float>(&self, taps: &[Tap], cols: &mut [T], src: &mut [T]) {
+    fn scatter_add<T: Float>(&self, taps: &[Tap], (cols, ld): (&mut [T], usize), src: &mut [T]) {
         let (m, ow, wp) = (self.plane_out(), self.ow, self.phase_dims().1);
-        for (tap, col) in taps.iter().zip(cols.chunks_exact_mut(m.max(1))) {
+        for (r, tap) in taps.iter().enumerate() {
+            let col = &mut cols[r * ld..][..m];
             let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
             if tap.empty {
                 continue;
@@ -252,60 +260,138 @@ impl ConvShape {
         }
     }
 
+    /// Samples per product: small output planes (a 7x7 map has 49 columns) make narrow
+    /// matrices, on which the GEMM runs below its rate, so several samples' columns are put
+    /// side by side until a product has at least [`MIN_COLS`] columns.
+    fn block(&self) -> usize {
+        MIN_COLS
+            .div_ceil(self.plane_out().max(1))
+            .clamp(1, self.n.max(1))
+    }
+
+    /// Group `g`'s channels of sample `b` of `x: [n, c, h, w]`.
+    fn x_group<'a, T: Float>(&self, x: &'a [T], b: usize, g: usize) -> &'a [T] {
+        let (cg, plane) = (self.c / self.groups, self.h * self.w);
+        &x[(b * self.c + g * cg) * plane..][..cg * plane]
+    }
+
+    /// The columns of samples `first..first + count`, group `g`, side by side in `cols`
+    /// (`[rows, count * m]`); a single pointwise sample is its own columns.
+    fn columns<'a, T: Float>(
+        &self,
+        (taps, phases, cols): (&[Tap], &mut [T], &'a mut [T]),
+        x: &'a [T],
+        (first, count, g): (usize, usize, usize),
+    ) -> &'a [T] {
+        if self.pointwise() && count == 1 {
+            return self.x_group(x, first, g);
+        }
+        let ld = count * self.plane_out();
+        for j in 0..count {
+            let xg = self.x_group(x, first + j, g);
+            self.im2col(taps, xg, phases, (&mut cols[j * self.plane_out()..], ld));
+        }
+        cols
+    }
+
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
-        let ((cg, og, k, m), taps) = (self.sizes(), self.taps());
+        let ((_, og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let mut y = vec![T::ZERO; self.n * self.o * m];
-        let cols_len = if self.pointwise() { 0 } else { k * m };
-        y.par_chunks_mut(self.o * m.max(1))
+        let cols_len = if self.pointwise() && nb == 1 {
+            0
+        } else {
+            k * m * nb
+        };
+        let out_len = if nb == 1 { 0 } else { og * m * nb };
+        y.par_chunks_mut(nb * self.o * m.max(1))
             .enumerate()
             .for_each_init(
-                || (vec![T::ZERO; cols_len], vec![T::ZERO; self.phases_len()]),
-                |(cols, phases), (b, yb)| {
+                || {
+                    let zeros = |len| vec![T::ZERO; len];
+                    (zeros(cols_len), zeros(self.phases_len()), zeros(out_len))
+                },
+                |(cols, phases, out), (i, yb)| {
+                    let (first, count) = (i * nb, (self.n - i * nb).min(nb));
+                    let ld = count * m;
                     for g in 0..self.groups {
-                        let xg =
-                            &x[(b * self.c + g * cg) * self.h * self.w..][..cg * self.h * self.w];
-                        let cols: &[T] = if self.pointwise() {
-                            xg
-                        } else {
-                            self.im2col(&taps, xg, phases, cols);
-                            cols
-                        };
+                        let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
+                        let cols = self.columns(scratch, x, (first, count, g));
                         let wg = &w[g * og * k..(g + 1) * og * k];
-                        matmul(
-                            (og, m, k),
-                            &mut yb[g * og * m..],
-                            m,
-                            wg,
-                            (k, 1),
-                            cols,
-                            (m, 1),
-                            false,
-                        );
+                        if count == 1 {
+                            let yg = &mut yb[g * og * m..];
+                            matmul((og, m, k), yg, m, wg, (k, 1), cols, (m, 1), false);
+                            continue;
+                        }
+                        matmul((og, ld, k), out, ld, wg, (k, 1), cols, (ld, 1), false);
+                        for (j, o) in (0..count).flat_map(|j| (0..og).map(move |o| (j, o))) {
+                            yb[((j * self.o) + g * og + o) * m..][..m]
+                                .copy_from_slice(&out[o * ld + j * m..][..m]);
+                        }
                     }
                 },
             );
         y
     }
 
+    /// Group `g`'s channels of samples `first..first + count` of `dy: [n, o, oh, ow]`, side
+    /// by side in `buf` (`[o/g, count * m]`), or in place for one sample.
+    fn dy_block<'a, T: Float>(
+        &self,
+        dy: &'a [T],
+        buf: &'a mut [T],
+        (first, count, g): (usize, usize, usize),
+    ) -> &'a [T] {
+        let (og, m) = (self.o / self.groups, self.plane_out());
+        if count == 1 {
+            return &dy[(first * self.o + g * og) * m..][..og * m];
+        }
+        let ld = count * m;
+        for (j, o) in (0..count).flat_map(|j| (0..og).map(move |o| (j, o))) {
+            buf[o * ld + j * m..][..m]
+                .copy_from_slice(&dy[((first + j) * self.o + g * og + o) * m..][..m]);
+        }
+        buf
+    }
+
     /// `dx` from `dy: [n, o, oh, ow]` and `w` (the transposed convolution of `dy`).
     fn backward_data<T: Float>(&self, dy: &[T], w: &[T]) -> Vec<T> {
-        let ((cg, og, k, m), taps) = (self.sizes(), self.taps());
+        let ((cg, og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let plane = self.h * self.w;
         let mut dx = vec![T::ZERO; self.n * self.c * plane];
-        dx.par_chunks_mut(self.c * plane.max(1))
+        let dy_len = if nb == 1 { 0 } else { og * m * nb };
+        dx.par_chunks_mut(nb * self.c * plane.max(1))
             .enumerate()
             .for_each_init(
-                || (vec![T::ZERO; k * m], vec![T::ZERO; self.phases_len()]),
-                |(cols, phases), (b, dxb)| {
+                || {
+                    let zeros = |len| vec![T::ZERO; len];
+                    (zeros(k * m * nb), zeros(self.phases_len()), zeros(dy_len))
+                },
+                |(cols, phases, dyb), (i, dxb)| {
+                    let (first, count) = (i * nb, (self.n - i * nb).min(nb));
+                    let ld = count * m;
                     for g in 0..self.groups {
-                        let dyg = &dy[(b * self.o + g * og) * m..][..og * m];
+                        let dyg = self.dy_block(dy, dyb, (first, count, g));
                         let wg = &w[g * og * k..(g + 1) * og * k];
-                        let dxg = &mut dxb[g * cg * plane..(g + 1) * cg * plane];
-                        if self.pointwise() {
-                            matmul((k, m, og), dxg, m, wg, (1, k), dyg, (m, 1), false);
-                        } else {
-                            matmul((k, m, og), cols, m, wg, (1, k), dyg, (m, 1), false);
-                            self.col2im(&taps, cols, phases, dxg);
+                        let dxg = |j: usize| {
+                            (j * self.c + g * cg) * plane..(j * self.c + (g + 1) * cg) * plane
+                        };
+                        if self.pointwise() && count == 1 {
+                            matmul(
+                                (k, m, og),
+                                &mut dxb[dxg(0)],
+                                m,
+                                wg,
+                                (1, k),
+                                dyg,
+                                (m, 1),
+                                false,
+                            );
+                            continue;
+                        }
+                        matmul((k, ld, og), cols, ld, wg, (1, k), dyg, (ld, 1), false);
+                        for j in 0..count {
+                            let cols = (&mut cols[j * m..], ld);
+                            self.col2im(&taps, cols, phases, &mut dxb[dxg(j)]);
                         }
                     }
                 },
@@ -317,7 +403,7 @@ impl ConvShape {
     /// split of the batch, added in order, so the result does not depend on scheduling (runs
     /// resume bitwise).
     fn backward_filter<T: Float>(&self, x: &[T], dy: &[T]) -> Vec<T> {
-        let ((cg, og, k, m), taps) = (self.sizes(), self.taps());
+        let ((_, og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let per_part = self
             .n
             .div_ceil(rayon::current_num_threads().clamp(1, self.n.max(1)));
@@ -326,22 +412,26 @@ impl ConvShape {
             .collect::<Vec<_>>()
             .into_par_iter()
             .map(|start| {
+                let end = (start + per_part).min(self.n);
                 let mut dw = vec![T::ZERO; self.o * k];
-                let mut cols = vec![T::ZERO; if self.pointwise() { 0 } else { k * m }];
+                let cols_len = if self.pointwise() && nb == 1 {
+                    0
+                } else {
+                    k * m * nb
+                };
+                let mut cols = vec![T::ZERO; cols_len];
                 let mut phases = vec![T::ZERO; self.phases_len()];
-                for b in start..(start + per_part).min(self.n) {
+                let mut dyb = vec![T::ZERO; if nb == 1 { 0 } else { og * m * nb }];
+                for first in (start..end).step_by(nb) {
+                    let count = (end - first).min(nb);
+                    let ld = count * m;
                     for g in 0..self.groups {
-                        let xg =
-                            &x[(b * self.c + g * cg) * self.h * self.w..][..cg * self.h * self.w];
-                        let cols: &[T] = if self.pointwise() {
-                            xg
-                        } else {
-                            self.im2col(&taps, xg, &mut phases, &mut cols);
-                            &cols
-                        };
-                        let dyg = &dy[(b * self.o + g * og) * m..][..og * m];
+                        let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
+                        let cols = self.columns(scratch, x, (first, count, g));
+                        let dyg = self.dy_block(dy, &mut dyb, (first, count, g));
                         let dwg = &mut dw[g * og * k..(g + 1) * og * k];
-                        matmul((og, k, m), dwg, k, dyg, (m, 1), cols, (1, m), b > start);
+                        let acc = first > start;
+                        matmul((og, k, ld), dwg, k, dyg, (ld, 1), cols, (1, ld), acc);
                     }
                 }
                 dw
@@ -355,6 +445,11 @@ impl ConvShape {
         dw
     }
 }
+
+/// The fewest columns a product gets by putting samples side by side (see
+/// [`ConvShape::block`]): at 196 columns the `gemm` crate ran M5's 7x7 products at 103 GFLOP/s
+/// on one AMD EPYC core, at 49 at 84.
+const MIN_COLS: usize = 192;
 
 /// Zeroes a few elements (a row's padding, mostly one or none) without a call to `memset`.
 fn zero<T: Float>(s: &mut [T]) {

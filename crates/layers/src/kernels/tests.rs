@@ -240,21 +240,30 @@ proptest! {
                 }
             }
         }
-        let mut cols = vec![f64::NAN; rows * m];
+        // The sample's columns sit at column `at` of a wider matrix (rows `ld` apart), as
+        // when several samples share one product; the other columns are left alone.
+        let at = m * (seed % 3) as usize;
+        let ld = at + m * (1 + (seed >> 2) % 2) as usize;
+        let mut cols = vec![f64::NAN; rows * ld];
         let mut phases = vec![f64::NAN; s.phases_len()];
-        s.im2col(&s.taps(), &x, &mut phases, &mut cols);
-        prop_assert_eq!(&cols, &expected);
+        s.im2col(&s.taps(), &x, &mut phases, (&mut cols[at..], ld));
+        for (r, row) in cols.chunks(ld).enumerate() {
+            prop_assert_eq!(&row[at..at + m], &expected[r * m..][..m]);
+            prop_assert!(row[..at].iter().chain(&row[at + m..]).all(|v| v.is_nan()));
+        }
 
-        let mut cols: Vec<f64> = randn(seed ^ 1, &[rows * m]).to_vec1().unwrap();
+        let mut cols: Vec<f64> = randn(seed ^ 1, &[rows * ld]).to_vec1().unwrap();
         let start: Vec<f64> = randn(seed ^ 2, &[cg * plane]).to_vec1().unwrap();
         let mut want = start.clone();
-        for (v, i) in cols.iter().zip(&source) {
-            if let Some(i) = i {
-                want[*i] += v;
+        for (r, row) in cols.chunks(ld).enumerate() {
+            for (v, i) in row[at..at + m].iter().zip(&source[r * m..][..m]) {
+                if let Some(i) = i {
+                    want[*i] += v;
+                }
             }
         }
         let mut got = start;
-        s.col2im(&s.taps(), &mut cols, &mut phases, &mut got);
+        s.col2im(&s.taps(), (&mut cols[at..], ld), &mut phases, &mut got);
         let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         prop_assert!(worst < 1e-12, "col2im differs by {}", worst);
     }
@@ -563,6 +572,22 @@ fn linear_kernel_matches_candle_on_a_multithreaded_size() {
     let kernel = value_and_grads(&inputs, |t| linear(&t[0], &t[1], None));
     let reference = value_and_grads(&inputs, |t| t[0].matmul(&t[1].t()?));
     assert_same(kernel, reference);
+}
+
+#[test]
+fn conv_kernel_matches_candle_when_threads_run_several_blocks_of_samples() {
+    // 7x7 outputs (49 columns) take four samples per product: nine samples are parts of five
+    // and four on two threads, blocks of 4 + 1 and 4. 16x16 outputs (256 columns) take one
+    // sample per product: three products summed in each part of the weight gradient.
+    for (n, size, stride) in [(9, 14, 2), (6, 16, 1)] {
+        let g = Geom::of((n, 1, 2, 3), [size; 2], [3; 2], [stride; 2], [1; 2], [1; 2]);
+        let (x, w) = (g.x(7), g.w(8));
+        let kernel = value_and_grads(&[x.clone(), w.clone()], |t| conv2d(&t[0], &t[1], g.shape()));
+        let reference = value_and_grads(&[x, w], |t| {
+            Ok(conv2d_candle(&t[0], &t[1], &g.conv(), "test").unwrap())
+        });
+        assert_same(kernel, reference);
+    }
 }
 
 #[test]
