@@ -5,7 +5,9 @@
 //!
 //! Per sample and group: `cols = im2col(x)` is `[C/g * KH * KW, OH * OW]`, then
 //! `y = W · cols`, `cols = Wᵀ · dy` (scattered back by col2im) and `dW += dy · colsᵀ`.
-//! Samples are spread over rayon's threads; the weight gradient sums one buffer per split.
+//! Where the output plane is small, the columns of a few samples sit side by side in one
+//! product. Blocks of samples are spread over rayon's threads; the weight gradient sums one
+//! buffer per split.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
