@@ -50,10 +50,9 @@ impl ConvShape {
     fn plane_out(&self) -> usize {
         self.oh * self.ow
     }
-    /// Per group: input channels, output channels, column rows, output positions.
-    fn sizes(&self) -> (usize, usize, usize, usize) {
-        let (g, m) = (self.groups, self.plane_out());
-        (self.c / g, self.o / g, self.rows(), m)
+    /// Per group: output channels, column rows, output positions.
+    fn sizes(&self) -> (usize, usize, usize) {
+        (self.o / self.groups, self.rows(), self.plane_out())
     }
     /// A 1x1 convolution at stride 1 without padding reads the input as its own columns.
     fn pointwise(&self) -> bool {
@@ -271,10 +270,37 @@ impl ConvShape {
             .clamp(1, self.n.max(1))
     }
 
-    /// Group `g`'s channels of sample `b` of `x: [n, c, h, w]`.
-    fn x_group<'a, T: Float>(&self, x: &'a [T], b: usize, g: usize) -> &'a [T] {
+    /// Where group `g`'s channels of sample `b` lie in `x: [n, c, h, w]` (or in `dx`).
+    fn x_group(&self, b: usize, g: usize) -> std::ops::Range<usize> {
         let (cg, plane) = (self.c / self.groups, self.h * self.w);
-        &x[(b * self.c + g * cg) * plane..][..cg * plane]
+        let start = (b * self.c + g * cg) * plane;
+        start..start + cg * plane
+    }
+
+    /// One thread's scratch: the columns (none where a single pointwise sample is its own
+    /// columns), the phases, and one group's `[o/g, nb * m]` block of `y` or `dy` (none when
+    /// samples go one by one).
+    fn scratch<T: Float>(&self) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let (og, k, m) = self.sizes();
+        let nb = self.block();
+        let cols = if self.pointwise() && nb == 1 {
+            0
+        } else {
+            k * m * nb
+        };
+        let block = if nb == 1 { 0 } else { og * m * nb };
+        let zeros = |len| vec![T::ZERO; len];
+        (zeros(cols), zeros(self.phases_len()), zeros(block))
+    }
+
+    /// For a block of `count` samples and group `g`, each output channel's plane as (its
+    /// offset in the block's `[o/g, count * m]` matrix, its offset in the samples'
+    /// `[count, o, m]` data).
+    fn block_planes(&self, count: usize, g: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (og, m, o) = (self.o / self.groups, self.plane_out(), self.o);
+        (0..count).flat_map(move |j| {
+            (0..og).map(move |c| (c * count * m + j * m, (j * o + g * og + c) * m))
+        })
     }
 
     /// The columns of samples `first..first + count`, group `g`, side by side in `cols`
@@ -286,32 +312,23 @@ impl ConvShape {
         (first, count, g): (usize, usize, usize),
     ) -> &'a [T] {
         if self.pointwise() && count == 1 {
-            return self.x_group(x, first, g);
+            return &x[self.x_group(first, g)];
         }
         let ld = count * self.plane_out();
         for j in 0..count {
-            let xg = self.x_group(x, first + j, g);
+            let xg = &x[self.x_group(first + j, g)];
             self.im2col(taps, xg, phases, (&mut cols[j * self.plane_out()..], ld));
         }
         cols
     }
 
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
-        let ((_, og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
+        let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let mut y = vec![T::ZERO; self.n * self.o * m];
-        let cols_len = if self.pointwise() && nb == 1 {
-            0
-        } else {
-            k * m * nb
-        };
-        let out_len = if nb == 1 { 0 } else { og * m * nb };
         y.par_chunks_mut(nb * self.o * m.max(1))
             .enumerate()
             .for_each_init(
-                || {
-                    let zeros = |len| vec![T::ZERO; len];
-                    (zeros(cols_len), zeros(self.phases_len()), zeros(out_len))
-                },
+                || self.scratch(),
                 |(cols, phases, out), (i, yb)| {
                     let (first, count) = (i * nb, (self.n - i * nb).min(nb));
                     let ld = count * m;
@@ -325,9 +342,8 @@ impl ConvShape {
                             continue;
                         }
                         matmul((og, ld, k), out, ld, wg, (k, 1), cols, (ld, 1), false);
-                        for (j, o) in (0..count).flat_map(|j| (0..og).map(move |o| (j, o))) {
-                            yb[((j * self.o) + g * og + o) * m..][..m]
-                                .copy_from_slice(&out[o * ld + j * m..][..m]);
+                        for (at, to) in self.block_planes(count, g) {
+                            yb[to..][..m].copy_from_slice(&out[at..][..m]);
                         }
                     }
                 },
@@ -347,40 +363,32 @@ impl ConvShape {
         if count == 1 {
             return &dy[(first * self.o + g * og) * m..][..og * m];
         }
-        let ld = count * m;
-        for (j, o) in (0..count).flat_map(|j| (0..og).map(move |o| (j, o))) {
-            buf[o * ld + j * m..][..m]
-                .copy_from_slice(&dy[((first + j) * self.o + g * og + o) * m..][..m]);
+        let dy = &dy[first * self.o * m..];
+        for (at, from) in self.block_planes(count, g) {
+            buf[at..][..m].copy_from_slice(&dy[from..][..m]);
         }
         buf
     }
 
     /// `dx` from `dy: [n, o, oh, ow]` and `w` (the transposed convolution of `dy`).
     fn backward_data<T: Float>(&self, dy: &[T], w: &[T]) -> Vec<T> {
-        let ((cg, og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
+        let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let plane = self.h * self.w;
         let mut dx = vec![T::ZERO; self.n * self.c * plane];
-        let dy_len = if nb == 1 { 0 } else { og * m * nb };
         dx.par_chunks_mut(nb * self.c * plane.max(1))
             .enumerate()
             .for_each_init(
-                || {
-                    let zeros = |len| vec![T::ZERO; len];
-                    (zeros(k * m * nb), zeros(self.phases_len()), zeros(dy_len))
-                },
+                || self.scratch(),
                 |(cols, phases, dyb), (i, dxb)| {
                     let (first, count) = (i * nb, (self.n - i * nb).min(nb));
                     let ld = count * m;
                     for g in 0..self.groups {
                         let dyg = self.dy_block(dy, dyb, (first, count, g));
                         let wg = &w[g * og * k..(g + 1) * og * k];
-                        let dxg = |j: usize| {
-                            (j * self.c + g * cg) * plane..(j * self.c + (g + 1) * cg) * plane
-                        };
                         if self.pointwise() && count == 1 {
                             matmul(
                                 (k, m, og),
-                                &mut dxb[dxg(0)],
+                                &mut dxb[self.x_group(0, g)],
                                 m,
                                 wg,
                                 (1, k),
@@ -393,7 +401,7 @@ impl ConvShape {
                         matmul((k, ld, og), cols, ld, wg, (1, k), dyg, (ld, 1), false);
                         for j in 0..count {
                             let cols = (&mut cols[j * m..], ld);
-                            self.col2im(&taps, cols, phases, &mut dxb[dxg(j)]);
+                            self.col2im(&taps, cols, phases, &mut dxb[self.x_group(j, g)]);
                         }
                     }
                 },
@@ -405,7 +413,7 @@ impl ConvShape {
     /// split of the batch, added in order, so the result does not depend on scheduling (runs
     /// resume bitwise).
     fn backward_filter<T: Float>(&self, x: &[T], dy: &[T]) -> Vec<T> {
-        let ((_, og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
+        let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let per_part = self
             .n
             .div_ceil(rayon::current_num_threads().clamp(1, self.n.max(1)));
@@ -416,14 +424,7 @@ impl ConvShape {
             .map(|start| {
                 let end = (start + per_part).min(self.n);
                 let mut dw = vec![T::ZERO; self.o * k];
-                let cols_len = if self.pointwise() && nb == 1 {
-                    0
-                } else {
-                    k * m * nb
-                };
-                let mut cols = vec![T::ZERO; cols_len];
-                let mut phases = vec![T::ZERO; self.phases_len()];
-                let mut dyb = vec![T::ZERO; if nb == 1 { 0 } else { og * m * nb }];
+                let (mut cols, mut phases, mut dyb) = self.scratch();
                 for first in (start..end).step_by(nb) {
                     let count = (end - first).min(nb);
                     let ld = count * m;
