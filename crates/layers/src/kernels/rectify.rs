@@ -17,14 +17,26 @@ struct Rectify {
 }
 
 fn forward<T: Float>(op: &Rectify, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-    let x = slice::<T>(s, l, "forja-leaky-relu")?;
     let slope = T::from_f64(op.slope);
-    let mut y = vec![T::ZERO; x.len()];
     // `move` copies the slope into the closure, so the loop need not reload it after every
     // store; the select instead of a branch lets it vectorize.
+    map_op::<T>("forja-leaky-relu", (s, l), move |x| {
+        x * if x > T::ZERO { T::ONE } else { slope }
+    })
+}
+
+/// The body of a unary element-wise op: `f(x[i])` for every element, in chunks over rayon's
+/// threads for large tensors.
+pub(super) fn map_op<T: Float>(
+    name: &str,
+    (s, l): (&CpuStorage, &Layout),
+    f: impl Fn(T) -> T + Copy + Send + Sync,
+) -> Result<(CpuStorage, Shape)> {
+    let x = slice::<T>(s, l, name)?;
+    let mut y = vec![T::ZERO; x.len()];
     let pass = move |(y, x): (&mut [T], &[T])| {
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = x * if x > T::ZERO { T::ONE } else { slope };
+            *y = f(x);
         }
     };
     if x.len() <= CHUNK {
