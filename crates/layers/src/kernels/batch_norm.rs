@@ -22,10 +22,28 @@ pub(crate) fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
 fn stats<T: Float>(
     s: &CpuStorage,
     l: &Layout,
-    (n, c, s_len): (usize, usize, usize),
+    dims: (usize, usize, usize),
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let data = slice::<T>(s, l, "forja-batch-norm")?;
+    let (n, c, s_len) = dims;
     let count = (n * s_len) as f64;
+    if s_len == 1 {
+        let mean: Vec<f64> = channel_sums(data, data, dims, |_| |v, _| [v, 0.0])
+            .iter()
+            .map(|[s, _]| s / count)
+            .collect();
+        let var = channel_sums(data, data, dims, |ch| {
+            let m = mean[ch];
+            move |v, _| [(v - m) * (v - m), 0.0]
+        })
+        .iter()
+        .map(|[s, _]| s / count)
+        .collect();
+        return Ok((mean, var));
+    }
+    // One task per channel, so the second pass reads the channel while it is still in cache
+    // (ResNet-20's 16-channel layers at batch 128: 400 KB a channel, 25% faster than two
+    // passes over the whole tensor).
     Ok((0..c)
         .into_par_iter()
         .map(|ch| {
@@ -41,6 +59,85 @@ fn stats<T: Float>(
             (mean, var)
         })
         .unzip())
+}
+
+/// Per channel `ch` of `a, b: [N, C, S]`, two sums `Σ f(ch)(a[i], b[i])` over its elements,
+/// in f64 and in an order fixed by the shape. `f(ch)` holds the channel's constants.
+fn channel_sums<T: Float, F: Fn(f64, f64) -> [f64; 2]>(
+    a: &[T],
+    b: &[T],
+    (n, c, s): (usize, usize, usize),
+    f: impl Fn(usize) -> F + Sync,
+) -> Vec<[f64; 2]> {
+    if s == 1 {
+        // `[N, C]` (BatchNorm1d): a channel's values are a column, so each thread sums a
+        // block of columns row by row, along the contiguous channels.
+        return (0..c)
+            .step_by(COLUMNS)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .flat_map_iter(|c0| {
+                let cols = c0..(c0 + COLUMNS).min(c);
+                let fs: Vec<F> = cols.clone().map(&f).collect();
+                let (mut acc0, mut acc1) = (vec![0.0f64; cols.len()], vec![0.0f64; cols.len()]);
+                for i in 0..n {
+                    let (ra, rb) = (&a[i * c..][cols.clone()], &b[i * c..][cols.clone()]);
+                    let accs = acc0.iter_mut().zip(acc1.iter_mut());
+                    for (((f, (s0, s1)), &va), &vb) in fs.iter().zip(accs).zip(ra).zip(rb) {
+                        let [p, q] = f(va.to_f64(), vb.to_f64());
+                        *s0 += p;
+                        *s1 += q;
+                    }
+                }
+                acc0.into_iter().zip(acc1).map(|(p, q)| [p, q])
+            })
+            .collect();
+    }
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let f = f(ch);
+            (0..n)
+                .map(|i| {
+                    let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                    lane_sums(&a[r.clone()], &b[r], &f)
+                })
+                .fold([0.0, 0.0], |[a, b], [p, q]| [a + p, b + q])
+        })
+        .collect()
+}
+
+/// Columns per task of [`channel_sums`] on `[N, C]`: the accumulators stay in the L1 cache.
+const COLUMNS: usize = 512;
+
+/// `out[i] = f(ch)(a[i], b[i])` over `[N, C, S]`, `ch` the channel of `i`; `f(ch)` holds the
+/// channel's constants.
+fn map_channels<T: Float, F: Fn(T, T) -> T + Sync>(
+    out: &mut [T],
+    (a, b): (&[T], &[T]),
+    (c, s): (usize, usize),
+    f: impl Fn(usize) -> F + Sync,
+) {
+    if s == 1 {
+        let fs: Vec<F> = (0..c).map(f).collect();
+        let rows = out.par_chunks_mut(c.max(1)).zip(a.par_chunks(c.max(1)));
+        rows.zip(b.par_chunks(c.max(1))).for_each(|((o, a), b)| {
+            for (((o, &a), &b), f) in o.iter_mut().zip(a).zip(b).zip(&fs) {
+                *o = f(a, b);
+            }
+        });
+    } else {
+        let planes = out
+            .par_chunks_mut(s)
+            .zip(a.par_chunks(s))
+            .zip(b.par_chunks(s));
+        planes.enumerate().for_each(|(row, ((o, a), b))| {
+            let f = f(row % c);
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+    }
 }
 
 /// Independent partial sums: enough to break the chain of dependent additions, so the
@@ -97,18 +194,23 @@ impl BatchNormTrain {
         let mut y = vec![T::ZERO; x.len()];
         // A local, so the inner loops need not reload it after every store.
         let floor = if self.relu { T::ZERO } else { T::NEG_INFINITY };
-        y.par_chunks_mut(s.max(1))
-            .enumerate()
-            .for_each(|(row, yr)| {
-                let ch = row % c;
-                let scale = T::from_f64(self.inv_std[ch]) * w[ch];
-                let shift = b[ch] - T::from_f64(self.mean[ch]) * scale;
-                let xr = &x[row * s..(row + 1) * s];
-                for (y, &x) in yr.iter_mut().zip(xr) {
-                    let v = x * scale + shift;
-                    *y = if v < floor { floor } else { v };
+        let scale: Vec<T> = (0..c)
+            .map(|ch| T::from_f64(self.inv_std[ch]) * w[ch])
+            .collect();
+        let shift: Vec<T> = (0..c)
+            .map(|ch| b[ch] - T::from_f64(self.mean[ch]) * scale[ch])
+            .collect();
+        map_channels(&mut y, (x, x), (c, s), |ch| {
+            let (k, t) = (scale[ch], shift[ch]);
+            move |x, _| {
+                let v = x * k + t;
+                if v < floor {
+                    floor
+                } else {
+                    v
                 }
-            });
+            }
+        });
         y
     }
 
@@ -121,39 +223,30 @@ impl BatchNormTrain {
         (n, c, s): (usize, usize, usize),
     ) -> Vec<T> {
         let count = (n * s) as f64;
+        let (mean, inv) = (&self.mean, &self.inv_std);
         // Per channel: Σ dy and Σ dy · x̂ (f64).
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
+        let sums = channel_sums(dy, x, (n, c, s), |ch| {
+            let (m, k) = (mean[ch], inv[ch]);
+            move |g, v| [g, g * (v - m) * k]
+        });
+        // dx = k (g - mg - (x - mean) inv mgx) as one multiply-add chain in T per element,
+        // its coefficients per channel in f64.
+        let coefs: Vec<[T; 4]> = (0..c)
             .map(|ch| {
-                let (mean, inv) = (self.mean[ch], self.inv_std[ch]);
-                (0..n)
-                    .map(|i| {
-                        let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                        lane_sums(&dy[r.clone()], &x[r], |g, v| [g, g * (v - mean) * inv])
-                    })
-                    .fold((0.0, 0.0), |(a, b), [p, q]| (a + p, b + q))
+                let (mg, mgx) = (sums[ch][0] / count, sums[ch][1] / count);
+                let k = w[ch].to_f64() * inv[ch];
+                [k, -k * inv[ch] * mgx, -k * mg, mean[ch]].map(T::from_f64)
             })
             .collect();
         let mut out = vec![T::ZERO; x.len() + 2 * c];
         let (dx, dwb) = out.split_at_mut(x.len());
-        dx.par_chunks_mut(s.max(1))
-            .enumerate()
-            .for_each(|(row, dxr)| {
-                let ch = row % c;
-                let (mean, inv) = (self.mean[ch], self.inv_std[ch]);
-                let (mg, mgx) = (sums[ch].0 / count, sums[ch].1 / count);
-                // dx = k (g - mg - (x - mean) inv mgx) as one multiply-add chain in T
-                // per element, its coefficients per channel in f64.
-                let k = w[ch].to_f64() * inv;
-                let [a, b, c0, m] = [k, -k * inv * mgx, -k * mg, mean].map(T::from_f64);
-                let r = row * s..(row + 1) * s;
-                for ((d, &g), &v) in dxr.iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
-                    *d = a * g + b * (v - m) + c0;
-                }
-            });
+        map_channels(dx, (dy, x), (c, s), |ch| {
+            let [a, b, c0, m] = coefs[ch];
+            move |g, v| a * g + b * (v - m) + c0
+        });
         for ch in 0..c {
-            dwb[ch] = T::from_f64(sums[ch].1);
-            dwb[c + ch] = T::from_f64(sums[ch].0);
+            dwb[ch] = T::from_f64(sums[ch][1]);
+            dwb[c + ch] = T::from_f64(sums[ch][0]);
         }
         out
     }
