@@ -153,19 +153,32 @@ fn pooling_and_upsampling(c: &mut Criterion) {
     );
 }
 
-fn normalization(c: &mut Criterion) {
-    let bn = BatchNorm::from_parts(
-        Some(weight(&[16])),
-        Some(weight(&[16])),
-        Tensor::zeros(16, candle_core::DType::F32, &Device::Cpu).unwrap(),
-        Tensor::ones(16, candle_core::DType::F32, &Device::Cpu).unwrap(),
+/// A batch norm over `c` channels with random affine parameters.
+fn batch_norm(c: usize) -> BatchNorm {
+    BatchNorm::from_parts(
+        Some(weight(&[c])),
+        Some(weight(&[c])),
+        Tensor::zeros(c, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        Tensor::ones(c, candle_core::DType::F32, &Device::Cpu).unwrap(),
         BatchNormConfig::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn normalization(c: &mut Criterion) {
+    let bn = batch_norm(16);
     bench(
         c,
         "batch_norm/M2 16ch train b128",
         &[128, 16, 28, 28],
+        Box::new(move |x| bn.forward_t(x, true)),
+    );
+    // M5's generator: 6272 features of a [64, 6272] input, one short column each.
+    let bn = batch_norm(128 * 7 * 7);
+    bench(
+        c,
+        "batch_norm/M5 1d 6272 features train b64",
+        &[64, 128 * 7 * 7],
         Box::new(move |x| bn.forward_t(x, true)),
     );
 }
