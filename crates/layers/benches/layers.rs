@@ -36,6 +36,31 @@ fn bench(c: &mut Criterion, name: &str, shape: &[usize], op: Op) {
     group.finish();
 }
 
+type Op2 = Box<dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>>;
+
+/// Benchmarks forward + backward of `sum(op(x, w))` with both `x` and `w` trainable, as in
+/// training (the weight's gradient is a product of its own).
+fn bench_trained(c: &mut Criterion, name: &str, shapes: [&[usize]; 2], op: Op2) {
+    let (x, w) = (
+        input(shapes[0]),
+        Var::from_tensor(&weight(shapes[1])).unwrap(),
+    );
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10);
+    group.bench_function("forward+backward, weight trained", |b| {
+        b.iter(|| {
+            let grads = op(x.as_tensor(), w.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert!(grads.get(&w).is_some());
+        })
+    });
+    group.finish();
+}
+
 fn convolutions(c: &mut Criterion) {
     let w1 = weight(&[6, 1, 5, 5]);
     let pad2 = ConvConfig::default().padding(2);
@@ -90,6 +115,19 @@ fn convolutions(c: &mut Criterion) {
         "conv_transpose2d/M6 256->128 2x2 s2 b16",
         &[16, 256, 8, 8],
         Box::new(move |x| Ok(conv_transpose2d(x, &wt6, None, &s2)?)),
+    );
+    let s2p1 = ConvConfig::default().stride(2).padding(1);
+    bench_trained(
+        c,
+        "conv2d/M5 64->128 4x4 s2 b64",
+        [&[64, 64, 14, 14], &[128, 64, 4, 4]],
+        Box::new(move |x, w| Ok(conv2d(x, w, None, &s2p1)?)),
+    );
+    bench_trained(
+        c,
+        "conv2d/M6 32->32 3x3 64x64 b16",
+        [&[16, 32, 64, 64], &[32, 32, 3, 3]],
+        Box::new(move |x, w| Ok(conv2d(x, w, None, &same)?)),
     );
 }
 
@@ -191,6 +229,12 @@ fn linear_and_loss(c: &mut Criterion) {
         "linear/M4 512->512 b128",
         &[128, 512],
         Box::new(move |x| layer.forward(x)),
+    );
+    bench_trained(
+        c,
+        "linear/M4 512->512 b128",
+        [&[128, 512], &[512, 512]],
+        Box::new(move |x, w| Linear::new(w.clone(), None).forward(x)),
     );
     let layer = candle_nn::Linear::new(w, Some(b));
     bench(
