@@ -3,10 +3,12 @@
 //! pass. The backward op gives all three gradients in one pass over `x` and `dy`:
 //! `dx = w / σ · (dy - mean(dy) - x̂ · mean(dy · x̂))`, `dw = Σ dy · x̂`, `db = Σ dy`.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{by_dtype, saved, slice, Float};
+use super::{by_dtype, output, saved, slice, Float};
 
 /// Per-channel mean and (biased) variance of `x: [N, C, S]` on the CPU.
 pub(crate) fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
@@ -113,17 +115,21 @@ const COLUMNS: usize = 512;
 /// `out[i] = f(ch)(a[i], b[i])` over `[N, C, S]`, `ch` the channel of `i`; `f(ch)` holds the
 /// channel's constants.
 fn map_channels<T: Float, F: Fn(T, T) -> T + Sync>(
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
     (a, b): (&[T], &[T]),
     (c, s): (usize, usize),
     f: impl Fn(usize) -> F + Sync,
 ) {
+    assert!(
+        out.len() == a.len() && a.len() == b.len(),
+        "map_channels: lengths differ"
+    );
     if s == 1 {
         let fs: Vec<F> = (0..c).map(f).collect();
         let rows = out.par_chunks_mut(c.max(1)).zip(a.par_chunks(c.max(1)));
         rows.zip(b.par_chunks(c.max(1))).for_each(|((o, a), b)| {
             for (((o, &a), &b), f) in o.iter_mut().zip(a).zip(b).zip(&fs) {
-                *o = f(a, b);
+                o.write(f(a, b));
             }
         });
     } else {
@@ -134,7 +140,7 @@ fn map_channels<T: Float, F: Fn(T, T) -> T + Sync>(
         planes.enumerate().for_each(|(row, ((o, a), b))| {
             let f = f(row % c);
             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
+                o.write(f(a, b));
             }
         });
     }
@@ -191,7 +197,6 @@ impl BatchNormTrain {
         b: &[T],
         (_, c, s): (usize, usize, usize),
     ) -> Vec<T> {
-        let mut y = vec![T::ZERO; x.len()];
         // A local, so the inner loops need not reload it after every store.
         let floor = if self.relu { T::ZERO } else { T::NEG_INFINITY };
         let scale: Vec<T> = (0..c)
@@ -200,18 +205,21 @@ impl BatchNormTrain {
         let shift: Vec<T> = (0..c)
             .map(|ch| b[ch] - T::from_f64(self.mean[ch]) * scale[ch])
             .collect();
-        map_channels(&mut y, (x, x), (c, s), |ch| {
-            let (k, t) = (scale[ch], shift[ch]);
-            move |x, _| {
-                let v = x * k + t;
-                if v < floor {
-                    floor
-                } else {
-                    v
+        let write = |y: &mut [MaybeUninit<T>]| {
+            map_channels(y, (x, x), (c, s), |ch| {
+                let (k, t) = (scale[ch], shift[ch]);
+                move |x, _| {
+                    let v = x * k + t;
+                    if v < floor {
+                        floor
+                    } else {
+                        v
+                    }
                 }
-            }
-        });
-        y
+            })
+        };
+        // SAFETY: `map_channels` writes every element of `y`.
+        unsafe { output(x.len(), write) }
     }
 
     /// `[dx (N*C*S), dw (C), db (C)]` flat.
@@ -238,17 +246,19 @@ impl BatchNormTrain {
                 [k, -k * inv[ch] * mgx, -k * mg, mean[ch]].map(T::from_f64)
             })
             .collect();
-        let mut out = vec![T::ZERO; x.len() + 2 * c];
-        let (dx, dwb) = out.split_at_mut(x.len());
-        map_channels(dx, (dy, x), (c, s), |ch| {
-            let [a, b, c0, m] = coefs[ch];
-            move |g, v| a * g + b * (v - m) + c0
-        });
-        for ch in 0..c {
-            dwb[ch] = T::from_f64(sums[ch][1]);
-            dwb[c + ch] = T::from_f64(sums[ch][0]);
-        }
-        out
+        let write = |out: &mut [MaybeUninit<T>]| {
+            let (dx, dwb) = out.split_at_mut(x.len());
+            map_channels(dx, (dy, x), (c, s), |ch| {
+                let [a, b, c0, m] = coefs[ch];
+                move |g, v| a * g + b * (v - m) + c0
+            });
+            for ch in 0..c {
+                dwb[ch].write(T::from_f64(sums[ch][1]));
+                dwb[c + ch].write(T::from_f64(sums[ch][0]));
+            }
+        };
+        // SAFETY: `map_channels` writes all of `dx`, the loop both halves of `dwb`.
+        unsafe { output(x.len() + 2 * c, write) }
     }
 }
 

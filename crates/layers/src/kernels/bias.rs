@@ -3,10 +3,12 @@
 //! runs on one thread with strided reads (a fifth of LeNet-5's training step); here each
 //! channel's sum runs over contiguous rows, channels in parallel.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{slice, Float};
+use super::{output, slice, Float};
 
 fn dims3(l: &Layout, op: &str) -> Result<(usize, usize, usize)> {
     match *l.dims() {
@@ -29,15 +31,18 @@ fn add<T: Float>(
         candle_core::bail!("{name}: bias {:?} for {c} channels", l2.dims());
     }
     let (x, b) = (slice::<T>(s1, l1, name)?, slice::<T>(s2, l2, name)?);
-    let mut y = vec![T::ZERO; x.len()];
-    y.par_chunks_mut(s.max(1))
-        .enumerate()
-        .for_each(|(row, yr)| {
-            let bias = b[row % c];
-            for (y, &x) in yr.iter_mut().zip(&x[row * s..(row + 1) * s]) {
-                *y = x + bias;
-            }
-        });
+    let write = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(s.max(1))
+            .enumerate()
+            .for_each(|(row, yr)| {
+                let bias = b[row % c];
+                for (y, &x) in yr.iter_mut().zip(&x[row * s..(row + 1) * s]) {
+                    y.write(x + bias);
+                }
+            })
+    };
+    // SAFETY: row `row` of `y` (`s` long) is written from the same row of `x`.
+    let y = unsafe { output(x.len(), write) };
     Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
 }
 

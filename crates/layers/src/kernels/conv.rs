@@ -12,7 +12,11 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous, matmul, saved, slice, Float};
+use std::mem::MaybeUninit;
+
+use super::{
+    add_transposed, contiguous, matmul, matmul_col_major, output, saved, slice, zeroed, Float,
+};
 
 /// Everything a convolution's three ops need: `x: [n, c, h, w]`, `w: [o, c / groups, kh, kw]`,
 /// `y: [n, o, oh, ow]`, per-axis stride, zero padding and dilation (`[height, width]`).
@@ -324,31 +328,46 @@ impl ConvShape {
 
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
-        let mut y = vec![T::ZERO; self.n * self.o * m];
-        y.par_chunks_mut(nb * self.o * m.max(1))
-            .enumerate()
-            .for_each_init(
-                || self.scratch(),
-                |(cols, phases, out), (i, yb)| {
-                    let (first, count) = (i * nb, (self.n - i * nb).min(nb));
-                    let ld = count * m;
-                    for g in 0..self.groups {
-                        let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
-                        let cols = self.columns(scratch, x, (first, count, g));
-                        let wg = &w[g * og * k..(g + 1) * og * k];
-                        if count == 1 {
-                            let yg = &mut yb[g * og * m..];
-                            matmul((og, m, k), yg, m, wg, (k, 1), cols, (m, 1), false);
-                            continue;
+        let write = |y: &mut [MaybeUninit<T>]| {
+            y.par_chunks_mut(nb * self.o * m.max(1))
+                .enumerate()
+                .for_each_init(
+                    || self.scratch(),
+                    |(cols, phases, out), (i, yb)| {
+                        let (first, count) = (i * nb, (self.n - i * nb).min(nb));
+                        let ld = count * m;
+                        for g in 0..self.groups {
+                            let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
+                            let cols = self.columns(scratch, x, (first, count, g));
+                            let wg = &w[g * og * k..(g + 1) * og * k];
+                            if count == 1 {
+                                let yg = &mut yb[g * og * m..];
+                                matmul((og, m, k), yg, m, wg, (k, 1), cols, (m, 1), false);
+                                continue;
+                            }
+                            matmul(
+                                (og, ld, k),
+                                &mut out[..],
+                                ld,
+                                wg,
+                                (k, 1),
+                                cols,
+                                (ld, 1),
+                                false,
+                            );
+                            for (at, to) in self.block_planes(count, g) {
+                                let (to, from) = (&mut yb[to..][..m], &out[at..][..m]);
+                                to.iter_mut().zip(from).for_each(|(t, &f)| {
+                                    t.write(f);
+                                });
+                            }
                         }
-                        matmul((og, ld, k), out, ld, wg, (k, 1), cols, (ld, 1), false);
-                        for (at, to) in self.block_planes(count, g) {
-                            yb[to..][..m].copy_from_slice(&out[at..][..m]);
-                        }
-                    }
-                },
-            );
-        y
+                    },
+                )
+        };
+        // SAFETY: each block of samples gets every group's `og` planes, by one product or
+        // by one copy per plane of `block_planes`, which covers every sample and channel.
+        unsafe { output(self.n * self.o * m, write) }
     }
 
     /// Group `g`'s channels of samples `first..first + count` of `dy: [n, o, oh, ow]`, side
@@ -374,39 +393,35 @@ impl ConvShape {
     fn backward_data<T: Float>(&self, dy: &[T], w: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let plane = self.h * self.w;
-        let mut dx = vec![T::ZERO; self.n * self.c * plane];
-        dx.par_chunks_mut(nb * self.c * plane.max(1))
-            .enumerate()
-            .for_each_init(
-                || self.scratch(),
-                |(cols, phases, dyb), (i, dxb)| {
-                    let (first, count) = (i * nb, (self.n - i * nb).min(nb));
-                    let ld = count * m;
-                    for g in 0..self.groups {
-                        let dyg = self.dy_block(dy, dyb, (first, count, g));
-                        let wg = &w[g * og * k..(g + 1) * og * k];
-                        if self.pointwise() && count == 1 {
-                            matmul(
-                                (k, m, og),
-                                &mut dxb[self.x_group(0, g)],
-                                m,
-                                wg,
-                                (1, k),
-                                dyg,
-                                (m, 1),
-                                false,
-                            );
-                            continue;
+        let write = |dx: &mut [MaybeUninit<T>]| {
+            dx.par_chunks_mut(nb * self.c * plane.max(1))
+                .enumerate()
+                .for_each_init(
+                    || self.scratch(),
+                    |(cols, phases, dyb), (i, dxb)| {
+                        let dxb = zeroed(dxb);
+                        let (first, count) = (i * nb, (self.n - i * nb).min(nb));
+                        let ld = count * m;
+                        for g in 0..self.groups {
+                            let dyg = self.dy_block(dy, dyb, (first, count, g));
+                            let wg = &w[g * og * k..(g + 1) * og * k];
+                            let dxg = &mut dxb[self.x_group(0, g)];
+                            if self.pointwise() && count == 1 {
+                                matmul((k, m, og), dxg, m, wg, (1, k), dyg, (m, 1), false);
+                                continue;
+                            }
+                            let cols = &mut cols[..];
+                            matmul((k, ld, og), cols, ld, wg, (1, k), dyg, (ld, 1), false);
+                            for j in 0..count {
+                                let cols = (&mut cols[j * m..], ld);
+                                self.col2im(&taps, cols, phases, &mut dxb[self.x_group(j, g)]);
+                            }
                         }
-                        matmul((k, ld, og), cols, ld, wg, (1, k), dyg, (ld, 1), false);
-                        for j in 0..count {
-                            let cols = (&mut cols[j * m..], ld);
-                            self.col2im(&taps, cols, phases, &mut dxb[self.x_group(j, g)]);
-                        }
-                    }
-                },
-            );
-        dx
+                    },
+                )
+        };
+        // SAFETY: every block of samples is zeroed whole before it is summed into.
+        unsafe { output(self.n * self.c * plane, write) }
     }
 
     /// `dw` from `x` and `dy`, summed over the batch: one partial sum per thread over a fixed
@@ -417,6 +432,9 @@ impl ConvShape {
         let per_part = self
             .n
             .div_ceil(rayon::current_num_threads().clamp(1, self.n.max(1)));
+        // Each group's `[o/g, rows]` block is summed column-major: `cols` is read
+        // transposed, which the `gemm` crate takes at full rate only into that layout
+        // (see `gemm_raw`), and it is transposed once, at the end.
         let parts: Vec<Vec<T>> = (0..self.n)
             .step_by(per_part.max(1))
             .collect::<Vec<_>>()
@@ -434,18 +452,26 @@ impl ConvShape {
                         let dyg = self.dy_block(dy, &mut dyb, (first, count, g));
                         let dwg = &mut dw[g * og * k..(g + 1) * og * k];
                         let acc = first > start;
-                        matmul((og, k, ld), dwg, k, dyg, (ld, 1), cols, (1, ld), acc);
+                        matmul_col_major((og, k, ld), dwg, (dyg, (ld, 1)), (cols, (1, ld)), acc);
                     }
                 }
                 dw
             })
             .collect();
         let mut parts = parts.into_iter();
-        let mut dw = parts.next().unwrap_or_else(|| vec![T::ZERO; self.o * k]);
+        let mut sum = parts.next().unwrap_or_else(|| vec![T::ZERO; self.o * k]);
         for p in parts {
-            dw.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
+            sum.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
         }
-        dw
+        let write = |dw: &mut [MaybeUninit<T>]| {
+            for (from, to) in sum.chunks_exact(og * k).zip(dw.chunks_exact_mut(og * k)) {
+                let to = to.as_mut_ptr().cast::<T>();
+                // SAFETY: row `r` of the group's `[og, k]` block is inside `to`.
+                unsafe { add_transposed(from, (og, k), |r| to.add(r * k), false) };
+            }
+        };
+        // SAFETY: every group's block is written whole by `add_transposed`.
+        unsafe { output(self.o * k, write) }
     }
 }
 

@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{par_matmul, saved, slice, Float};
+use super::{output, par_matmul, saved, slice, Float};
 
 const NAME: &str = "forja-linear";
 
@@ -45,22 +45,19 @@ fn product<T: Float>(
 ) -> Result<(CpuStorage, Shape)> {
     let (m, n, k) = sizes(op, a_l, ta, b_l, tb)?;
     let (a, b) = (slice::<T>(a_s, a_l, op)?, slice::<T>(b_s, b_l, op)?);
-    let mut dst = match bias {
-        Some((s, l)) if l.dims() == [n] => slice::<T>(s, l, op)?.repeat(m),
-        Some((_, l)) => candle_core::bail!("{op}: bias {:?} for {n} outputs", l.dims()),
-        None => vec![T::ZERO; m * n],
-    };
     // Row-major `[m, k]` has strides (k, 1); read transposed from `[k, m]`, (1, m).
-    let a_strides = if ta { (1, m) } else { (k, 1) };
-    let b_strides = if tb { (1, k) } else { (n, 1) };
-    par_matmul(
-        (m, n, k),
-        &mut dst,
-        n,
-        (a, a_strides),
-        (b, b_strides),
-        bias.is_some(),
-    );
+    let a = (a, if ta { (1, m) } else { (k, 1) });
+    let b = (b, if tb { (1, k) } else { (n, 1) });
+    let dst = match bias {
+        Some((s, l)) if l.dims() == [n] => {
+            let mut dst = slice::<T>(s, l, op)?.repeat(m);
+            par_matmul((m, n, k), &mut dst[..], n, a, b, true);
+            dst
+        }
+        Some((_, l)) => candle_core::bail!("{op}: bias {:?} for {n} outputs", l.dims()),
+        // SAFETY: the product writes all of its `[m, n]` destination.
+        None => unsafe { output(m * n, |dst| par_matmul((m, n, k), dst, n, a, b, false)) },
+    };
     Ok((T::to_cpu_storage_owned(dst), Shape::from((m, n))))
 }
 

@@ -23,6 +23,7 @@ mod tanh;
 #[cfg(test)]
 mod tests;
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{bail, CpuStorage, DType, Layout, Tensor};
@@ -135,12 +136,71 @@ pub(crate) use by_dtype;
 /// A matrix operand: its data and (row stride, column stride).
 type Operand<'a, T> = (&'a [T], (usize, usize));
 
+/// A product's destination: initialised elements, or uninitialised ones (a fresh output)
+/// that the product overwrites without reading them.
+trait Dst<T> {
+    /// Whether the elements are initialised (a product may then add to them).
+    const INIT: bool;
+    fn len(&self) -> usize;
+    fn ptr(&mut self) -> *mut T;
+}
+
+impl<T> Dst<T> for [T] {
+    const INIT: bool = true;
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn ptr(&mut self) -> *mut T {
+        self.as_mut_ptr()
+    }
+}
+
+impl<T> Dst<T> for [MaybeUninit<T>] {
+    const INIT: bool = false;
+    fn len(&self) -> usize {
+        <[MaybeUninit<T>]>::len(self)
+    }
+    fn ptr(&mut self) -> *mut T {
+        self.as_mut_ptr().cast()
+    }
+}
+
+/// A kernel's output of `len` elements, allocated without the zero fill of `vec![0; len]`
+/// (which glibc's `calloc` does with `memset` on reused memory: 5-7% of a convolutional
+/// training step), for kernels that write every element anyway.
+///
+/// # Safety
+/// `write` must write every element of the slice it is given.
+unsafe fn output<T: Float>(len: usize, write: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    let out = &mut v.spare_capacity_mut()[..len];
+    // Poisoned in tests, so that an element a kernel leaves unwritten shows as NaN.
+    #[cfg(test)]
+    out.iter_mut().for_each(|v| {
+        v.write(T::NAN);
+    });
+    write(out);
+    // SAFETY: the first `len` elements were written (the caller's contract).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `s` zeroed, as initialised data: a sum's destination zeroed by the thread that then sums
+/// into it, while it is in that core's cache (rather than by `calloc` on the calling thread).
+fn zeroed<T: Float>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    s.iter_mut().for_each(|v| {
+        v.write(T::ZERO);
+    });
+    // SAFETY: every element was just written, and `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
 /// `dst[m, n] (+)= a[m, k] · b[k, n]` on one thread, `dst` with row stride `dst_rs`.
-/// `accumulate` adds to `dst` instead of overwriting it.
+/// `accumulate` adds to `dst` instead of overwriting it (initialised destinations only).
 #[allow(clippy::too_many_arguments)]
-fn matmul<T: Float>(
+fn matmul<T: Float, D: Dst<T> + ?Sized>(
     (m, n, k): (usize, usize, usize),
-    dst: &mut [T],
+    dst: &mut D,
     dst_rs: usize,
     a: &[T],
     a_strides: (usize, usize),
@@ -148,14 +208,43 @@ fn matmul<T: Float>(
     b_strides: (usize, usize),
     accumulate: bool,
 ) {
-    check_extents((m, n, k), dst, dst_rs, (a, a_strides), (b, b_strides));
+    assert!(D::INIT || !accumulate, "matmul: adds to uninitialised data");
+    check_extents(
+        (m, n, k),
+        dst.len(),
+        (dst_rs, 1),
+        (a, a_strides),
+        (b, b_strides),
+    );
     // SAFETY: the extents are checked above, and `dst` is borrowed mutably, so it aliases
-    // neither input.
+    // neither input; without `accumulate` the product does not read it.
     unsafe {
         gemm_raw(
             (m, n, k),
-            dst.as_mut_ptr(),
+            dst.ptr(),
             dst_rs,
+            (a.as_ptr(), a_strides),
+            (b.as_ptr(), b_strides),
+            accumulate,
+        )
+    }
+}
+
+/// As [`matmul`] into a column-major `dst` (element `(i, j)` at `i + j * m`): the layout in
+/// which the `gemm` crate takes a transposed `b` at full rate (see [`gemm_raw`]).
+fn matmul_col_major<T: Float>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    (a, a_strides): Operand<T>,
+    (b, b_strides): Operand<T>,
+    accumulate: bool,
+) {
+    check_extents((m, n, k), dst.len(), (1, m), (a, a_strides), (b, b_strides));
+    // SAFETY: as in `matmul`.
+    unsafe {
+        gemm_strided(
+            (m, n, k),
+            (dst.as_mut_ptr(), (1, m)),
             (a.as_ptr(), a_strides),
             (b.as_ptr(), b_strides),
             accumulate,
@@ -168,15 +257,25 @@ fn matmul<T: Float>(
 /// threading reaches 110-140 GFLOP/s on two cores for a linear layer's products here; these
 /// blocks 150-190 (a single core: 75-140). Every element is summed in the same order however
 /// the work is split.
-fn par_matmul<T: Float>(
+fn par_matmul<T: Float, D: Dst<T> + ?Sized>(
     (m, n, k): (usize, usize, usize),
-    dst: &mut [T],
+    dst: &mut D,
     dst_rs: usize,
     (a, (a_rs, a_cs)): Operand<T>,
     (b, (b_rs, b_cs)): Operand<T>,
     accumulate: bool,
 ) {
-    check_extents((m, n, k), dst, dst_rs, (a, (a_rs, a_cs)), (b, (b_rs, b_cs)));
+    assert!(
+        D::INIT || !accumulate,
+        "par_matmul: adds to uninitialised data"
+    );
+    check_extents(
+        (m, n, k),
+        dst.len(),
+        (dst_rs, 1),
+        (a, (a_rs, a_cs)),
+        (b, (b_rs, b_cs)),
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -195,7 +294,7 @@ fn par_matmul<T: Float>(
     };
     let block = len.div_ceil(parts).next_multiple_of(unit);
     let (dst, a, b) = (
-        Ptr(dst.as_mut_ptr()),
+        Ptr(dst.ptr()),
         Ptr(a.as_ptr().cast_mut()),
         Ptr(b.as_ptr().cast_mut()),
     );
@@ -241,18 +340,22 @@ impl<T> Ptr<T> {
     }
 }
 
-/// Panics unless every index the strides of an `(m, n, k)` product reach is inside the slices.
+/// Panics unless every index the strides of an `(m, n, k)` product reach is inside `dst`
+/// (`dst_len` elements) and the operands.
 fn check_extents<T>(
     (m, n, k): (usize, usize, usize),
-    dst: &[T],
-    dst_rs: usize,
+    dst_len: usize,
+    (dst_rs, dst_cs): (usize, usize),
     (a, (a_rs, a_cs)): Operand<T>,
     (b, (b_rs, b_cs)): Operand<T>,
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * dst_rs + n <= dst.len(), "matmul: dst too small");
+    assert!(
+        (m - 1) * dst_rs + (n - 1) * dst_cs < dst_len,
+        "matmul: dst too small"
+    );
     if k > 0 {
         assert!(
             (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
@@ -265,31 +368,21 @@ fn check_extents<T>(
     }
 }
 
-/// `dst (+)= a · b` on one thread with the `gemm` crate.
-///
-/// With `b` read transposed (a linear layer's `x · Wᵀ`, a convolution's weight gradient
-/// `dy · colsᵀ`) into a row-major `dst`, the crate packs `b` one scalar at a time along a
-/// stride of `k` elements, and with `k` a power of two those reads conflict in the cache:
-/// 18-60 GFLOP/s on one core here instead of 95-110. Written column-major, the same product
-/// takes the fast path, so such products go to a column-major scratch block that is then
-/// added, transposed, into `dst` (`m · n` more reads and writes against `2 m n k` flops,
-/// hence only for `k` of at least [`TRANSPOSED_B_MIN_K`]).
+/// `dst (+)= a · b` on one thread with the `gemm` crate, `dst` with any strides. Without
+/// `accumulate` the crate writes every element of `dst` without reading it.
 ///
 /// # Safety
 /// Every index the strides of the `(m, n, k)` product reach must be inside the allocations,
 /// and `dst`'s elements must not alias `a`'s or `b`'s.
-unsafe fn gemm_raw<T: Float>(
+unsafe fn gemm_strided<T: Float>(
     (m, n, k): (usize, usize, usize),
-    dst: *mut T,
-    dst_rs: usize,
+    (dst, (dst_rs, dst_cs)): (*mut T, (usize, usize)),
     (a, (a_rs, a_cs)): (*const T, (usize, usize)),
     (b, (b_rs, b_cs)): (*const T, (usize, usize)),
     accumulate: bool,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let gemm = |dst: *mut T, (dst_rs, dst_cs): (usize, usize), accumulate| {
+    // SAFETY: the caller's contract.
+    unsafe {
         gemm::gemm(
             m,
             n,
@@ -311,21 +404,47 @@ unsafe fn gemm_raw<T: Float>(
             false,
             gemm::Parallelism::None,
         )
-    };
+    }
+}
+
+/// `dst (+)= a · b` on one thread, `dst` row-major with row stride `dst_rs`.
+///
+/// With `b` read transposed (a linear layer's `x · Wᵀ`, a convolution's weight gradient
+/// `dy · colsᵀ`) into a row-major `dst`, the crate packs `b` one scalar at a time along a
+/// stride of `k` elements, and with `k` a power of two those reads conflict in the cache:
+/// 18-60 GFLOP/s on one core here instead of 95-110. Written column-major, the same product
+/// takes the fast path, so such products go to a column-major scratch block that is then
+/// added, transposed, into `dst` (`m · n` more reads and writes against `2 m n k` flops,
+/// hence only for `k` of at least [`TRANSPOSED_B_MIN_K`]).
+///
+/// # Safety
+/// As [`gemm_strided`]; without `accumulate`, `dst` may be uninitialised.
+unsafe fn gemm_raw<T: Float>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    dst_rs: usize,
+    (a, a_strides): (*const T, (usize, usize)),
+    (b, (b_rs, b_cs)): (*const T, (usize, usize)),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let b = (b, (b_rs, b_cs));
     if b_rs == 1 && b_cs > 1 && m > 1 && k >= TRANSPOSED_B_MIN_K {
-        let mut scratch = vec![T::ZERO; m * n];
-        gemm(scratch.as_mut_ptr(), (1, m), false);
-        // SAFETY: `dst`'s rows are inside its allocation (the caller's contract). One slice
-        // per row, `n` long: a single slice over all rows would cover the columns that
-        // `par_matmul`'s other blocks write at the same time.
-        add_transposed(
-            &scratch,
-            (m, n),
-            |r| unsafe { std::slice::from_raw_parts_mut(dst.add(r * dst_rs), n) },
-            accumulate,
-        );
+        // SAFETY: `scratch` holds the `m * n` elements the column-major product writes,
+        // all of them (without `accumulate`).
+        let scratch = unsafe {
+            output(m * n, |s: &mut [MaybeUninit<T>]| {
+                gemm_strided((m, n, k), (s.ptr(), (1, m)), (a, a_strides), b, false)
+            })
+        };
+        // SAFETY: `dst`'s `m` rows of `n` are inside its allocation and not aliased (the
+        // caller's contract).
+        unsafe { add_transposed(&scratch, (m, n), |r| dst.add(r * dst_rs), accumulate) };
     } else {
-        gemm(dst, (dst_rs, 1), accumulate);
+        // SAFETY: the caller's contract.
+        unsafe { gemm_strided((m, n, k), (dst, (dst_rs, 1)), (a, a_strides), b, accumulate) }
     }
 }
 
@@ -333,25 +452,32 @@ unsafe fn gemm_raw<T: Float>(
 /// `k = 49`, the transposition costs more than the faster product saves).
 const TRANSPOSED_B_MIN_K: usize = 64;
 
-/// `dst[r][c] (+)= src[c * m + r]` for the `m` rows `row(r)` of `dst` (each `n` long), in
-/// tiles that keep both sides in the L1 cache.
-fn add_transposed<'a, T: Float>(
+/// `dst[r][c] (+)= src[c * m + r]` for the `m` rows of `dst` (each `n` long, starting at
+/// `row(r)`), in tiles that keep both sides in the L1 cache. Without `accumulate` the rows
+/// may be uninitialised.
+///
+/// # Safety
+/// Each `row(r)` must point to `n` writable elements that nothing else reads or writes
+/// meanwhile (initialised ones if `accumulate`).
+unsafe fn add_transposed<T: Float>(
     src: &[T],
     (m, n): (usize, usize),
-    mut row: impl FnMut(usize) -> &'a mut [T],
+    row: impl Fn(usize) -> *mut T,
     accumulate: bool,
 ) {
+    assert!(src.len() >= m * n, "add_transposed: source too small");
     const TILE: usize = 16;
     for r0 in (0..m).step_by(TILE) {
         for c0 in (0..n).step_by(TILE) {
-            let cols = c0..(c0 + TILE).min(n);
             for r in r0..(r0 + TILE).min(m) {
-                let out = &mut row(r)[cols.clone()];
+                let out = row(r);
                 let from = src[c0 * m + r..].iter().step_by(m);
-                if accumulate {
-                    out.iter_mut().zip(from).for_each(|(d, &s)| *d += s);
-                } else {
-                    out.iter_mut().zip(from).for_each(|(d, &s)| *d = s);
+                for (c, &s) in (c0..(c0 + TILE).min(n)).zip(from) {
+                    // SAFETY: `c < n`, inside row `r` (the caller's contract).
+                    unsafe {
+                        let d = out.add(c);
+                        d.write(if accumulate { d.read() + s } else { s });
+                    }
                 }
             }
         }

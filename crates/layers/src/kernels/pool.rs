@@ -2,10 +2,12 @@
 //! its backward op finds the same position again and adds the incoming gradient there.
 //! Planes (sample, channel) are spread over rayon's threads.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{by_dtype, saved, slice, Float};
+use super::{by_dtype, output, saved, slice, zeroed, Float};
 use crate::window::Axis;
 
 #[derive(Debug, Clone, Copy)]
@@ -88,37 +90,46 @@ impl MaxPool {
         let [ah, aw] = self.axes;
         let (n_in, n_out) = (ah.n * aw.n, ah.out * aw.out);
         let [rows, cols] = self.spans();
-        let mut y = vec![T::ZERO; planes * n_out];
-        y.par_chunks_mut(n_out.max(1))
-            .enumerate()
-            .for_each(|(p, yp)| {
-                let plane = &x[p * n_in..(p + 1) * n_in];
-                for (yr, &r) in yp.chunks_mut(aw.out.max(1)).zip(&rows) {
-                    for (y, &c) in yr.iter_mut().zip(&cols) {
-                        *y = self.max(plane, r, c);
+        assert!(
+            rows.len() == ah.out && cols.len() == aw.out,
+            "max pool: spans"
+        );
+        let write = |y: &mut [MaybeUninit<T>]| {
+            y.par_chunks_mut(n_out.max(1))
+                .enumerate()
+                .for_each(|(p, yp)| {
+                    let plane = &x[p * n_in..(p + 1) * n_in];
+                    for (yr, &r) in yp.chunks_mut(aw.out.max(1)).zip(&rows) {
+                        for (y, &c) in yr.iter_mut().zip(&cols) {
+                            y.write(self.max(plane, r, c));
+                        }
                     }
-                }
-            });
-        y
+                })
+        };
+        // SAFETY: each output plane has `ah.out` rows of `aw.out`, one span each.
+        unsafe { output(planes * n_out, write) }
     }
 
     fn backward<T: Float>(&self, x: &[T], dy: &[T], planes: usize) -> Vec<T> {
         let [ah, aw] = self.axes;
         let (n_in, n_out) = (ah.n * aw.n, ah.out * aw.out);
         let [rows, cols] = self.spans();
-        let mut dx = vec![T::ZERO; planes * n_in];
-        dx.par_chunks_mut(n_in.max(1))
-            .enumerate()
-            .for_each(|(p, dxp)| {
-                let plane = &x[p * n_in..(p + 1) * n_in];
-                let dyp = &dy[p * n_out..(p + 1) * n_out];
-                for (dyr, &r) in dyp.chunks(aw.out.max(1)).zip(&rows) {
-                    for (&g, &c) in dyr.iter().zip(&cols) {
-                        dxp[self.argmax(plane, r, c)] += g;
+        let write = |dx: &mut [MaybeUninit<T>]| {
+            dx.par_chunks_mut(n_in.max(1))
+                .enumerate()
+                .for_each(|(p, dxp)| {
+                    let dxp = zeroed(dxp);
+                    let plane = &x[p * n_in..(p + 1) * n_in];
+                    let dyp = &dy[p * n_out..(p + 1) * n_out];
+                    for (dyr, &r) in dyp.chunks(aw.out.max(1)).zip(&rows) {
+                        for (&g, &c) in dyr.iter().zip(&cols) {
+                            dxp[self.argmax(plane, r, c)] += g;
+                        }
                     }
-                }
-            });
-        dx
+                })
+        };
+        // SAFETY: every plane is zeroed whole, then summed into.
+        unsafe { output(planes * n_in, write) }
     }
 }
 

@@ -2,10 +2,12 @@
 //! which is the input's for a slope >= 0, so it needs nothing saved beyond the output. The same
 //! holds for `relu(a + b)`, the end of a residual block, fused into one pass.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{saved, slice, Float};
+use super::{output, saved, slice, Float};
 
 /// Elements per parallel chunk; smaller tensors (an MLP's activations) run on the calling
 /// thread, where waking the pool would cost more than the pass (measured on the VAE workload).
@@ -33,19 +35,22 @@ pub(super) fn map_op<T: Float>(
     f: impl Fn(T) -> T + Copy + Send + Sync,
 ) -> Result<(CpuStorage, Shape)> {
     let x = slice::<T>(s, l, name)?;
-    let mut y = vec![T::ZERO; x.len()];
-    let pass = move |(y, x): (&mut [T], &[T])| {
+    let pass = move |(y, x): (&mut [MaybeUninit<T>], &[T])| {
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = f(x);
+            y.write(f(x));
         }
     };
-    if x.len() <= CHUNK {
-        pass((&mut y, x));
-    } else {
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(pass);
-    }
+    let write = |y: &mut [MaybeUninit<T>]| {
+        if x.len() <= CHUNK {
+            pass((y, x));
+        } else {
+            y.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(pass);
+        }
+    };
+    // SAFETY: `y` and `x` have the same length and go in the same chunks, every `y` written.
+    let y = unsafe { output(x.len(), write) };
     Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
 }
 
@@ -100,20 +105,23 @@ pub(super) fn zip_op<T: Float>(
 /// `f(a[i], b[i])` for every element, in chunks over rayon's threads for large tensors. `f` is
 /// taken by value so that its captures are locals the vectorized loop need not reload.
 fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Copy + Send + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; a.len()];
-    let pass = move |(out, (a, b)): (&mut [T], (&[T], &[T]))| {
+    assert_eq!(a.len(), b.len(), "zip_map: lengths differ");
+    let pass = move |out: &mut [MaybeUninit<T>], a: &[T], b: &[T]| {
         for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-            *o = f(a, b);
+            o.write(f(a, b));
         }
     };
-    if a.len() <= CHUNK {
-        pass((&mut out, (a, b)));
-    } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(pass);
-    }
-    out
+    let write = |out: &mut [MaybeUninit<T>]| {
+        if a.len() <= CHUNK {
+            pass(out, a, b);
+        } else {
+            out.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+                .for_each(|(out, (a, b))| pass(out, a, b));
+        }
+    };
+    // SAFETY: `out`, `a` and `b` have the same length and go in the same chunks.
+    unsafe { output(a.len(), write) }
 }
 
 impl CustomOp2 for Slope {

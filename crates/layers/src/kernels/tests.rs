@@ -395,10 +395,16 @@ proptest! {
     }
 
     #[test]
-    fn gemm_adds_or_writes_the_product_for_any_strides_and_row_stride(m in 1..20usize, n in 1..20usize,
-                                                                      k in prop_oneof![1..20usize, TRANSPOSED_B_MIN_K..TRANSPOSED_B_MIN_K + 30],
-                                                                      ta in any::<bool>(), tb in any::<bool>(), pad in 0..3usize,
-                                                                      accumulate in any::<bool>(), seed in any::<u64>()) {
+    fn gemm_matches_the_triple_loop_for_any_strides_and_reads_dst_only_to_add(
+        m in 1..20usize,
+        n in 1..20usize,
+        k in prop_oneof![1..20usize, TRANSPOSED_B_MIN_K..TRANSPOSED_B_MIN_K + 30],
+        ta in any::<bool>(),
+        tb in any::<bool>(),
+        pad in 0..3usize,
+        accumulate in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
         // Against the plain triple loop, on `dst` rows longer than `n` whose padding must
         // stay untouched.
         let data = |seed, len| randn(seed, &[len]).to_vec1::<f64>().unwrap();
@@ -406,9 +412,14 @@ proptest! {
         let a_strides = if ta { (1, m) } else { (k, 1) };
         let b_strides = if tb { (1, k) } else { (n, 1) };
         let dst_rs = n + pad;
-        let before = data(seed ^ 2, m * dst_rs);
+        // Without `accumulate` the product must not read `dst` (fresh outputs are not
+        // initialised): NaN there would show.
+        let mut before = data(seed ^ 2, m * dst_rs);
+        if !accumulate {
+            before.iter_mut().enumerate().filter(|(i, _)| i % dst_rs < n).for_each(|(_, v)| *v = f64::NAN);
+        }
         let mut dst = before.clone();
-        matmul((m, n, k), &mut dst, dst_rs, &a, a_strides, &b, b_strides, accumulate);
+        matmul((m, n, k), &mut dst[..], dst_rs, &a, a_strides, &b, b_strides, accumulate);
         for r in 0..m {
             for c in 0..dst_rs {
                 let got = dst[r * dst_rs + c];
@@ -418,6 +429,32 @@ proptest! {
                     let dot: f64 = (0..k).map(|i| a[r * a_strides.0 + i * a_strides.1] * b[i * b_strides.0 + c * b_strides.1]).sum();
                     dot + if accumulate { before[r * dst_rs + c] } else { 0.0 }
                 };
+                prop_assert!((got - want).abs() < 1e-10, "({r}, {c}): {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn column_major_gemm_matches_the_triple_loop_and_reads_dst_only_to_add(
+        m in 1..20usize,
+        n in 1..20usize,
+        k in 1..100usize,
+        tb in any::<bool>(),
+        accumulate in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        // As the weight gradient uses it: `a` row-major, `b` read transposed or not.
+        let data = |seed, len| randn(seed, &[len]).to_vec1::<f64>().unwrap();
+        let (a, b) = (data(seed, m * k), data(seed ^ 1, k * n));
+        let b_strides = if tb { (1, k) } else { (n, 1) };
+        let before = if accumulate { data(seed ^ 2, m * n) } else { vec![f64::NAN; m * n] };
+        let mut dst = before.clone();
+        matmul_col_major((m, n, k), &mut dst, (&a, (k, 1)), (&b, b_strides), accumulate);
+        for r in 0..m {
+            for c in 0..n {
+                let dot: f64 = (0..k).map(|i| a[r * k + i] * b[i * b_strides.0 + c * b_strides.1]).sum();
+                let want = dot + if accumulate { before[c * m + r] } else { 0.0 };
+                let got = dst[c * m + r];
                 prop_assert!((got - want).abs() < 1e-10, "({r}, {c}): {got} vs {want}");
             }
         }
