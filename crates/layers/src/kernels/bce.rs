@@ -4,10 +4,12 @@
 //! forward, each allocating and dispatched to candle's thread pool (a fifth of an MLP VAE's
 //! step, most of it the pool's barrier); here one pass each way, rows in parallel.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{slice, Float};
+use super::{math, output, slice, Float};
 
 /// `[rows, cols]` of the logits, the targets of the same shape (and `[rows]` for `g`).
 fn dims(op: &str, o: &Layout, x: &Layout) -> Result<(usize, usize)> {
@@ -17,24 +19,61 @@ fn dims(op: &str, o: &Layout, x: &Layout) -> Result<(usize, usize)> {
     }
 }
 
-/// `log(1 + e^o)` without overflow.
-fn softplus<T: Float>(o: T) -> T {
-    if o > T::ZERO {
-        o + (T::ZERO - o).exp().ln_1p()
-    } else {
-        o.exp().ln_1p()
+/// The element types' softplus and sigmoid: branch-free vectorizing ones for f32 (glibc's
+/// `log1pf` and `expf` were 16% of an MLP VAE's training step), the C library's for f64.
+trait Logistic: Float {
+    /// `log(1 + e^o)` without overflow.
+    fn softplus(self) -> Self;
+    /// `1 / (1 + e^-o)`, 0 (not NaN) where `e^-o` overflows.
+    fn sigmoid(self) -> Self;
+}
+
+impl Logistic for f32 {
+    fn softplus(self) -> Self {
+        math::softplus_f32(self)
+    }
+    fn sigmoid(self) -> Self {
+        math::sigmoid_f32(self)
     }
 }
 
-/// `1 / (1 + e^-o)`, which is 0 (not NaN) where `e^-o` overflows.
-fn sigmoid<T: Float>(o: T) -> T {
-    T::ONE / (T::ONE + (T::ZERO - o).exp())
+impl Logistic for f64 {
+    fn softplus(self) -> Self {
+        if self > 0.0 {
+            self + (-self).exp().ln_1p()
+        } else {
+            self.exp().ln_1p()
+        }
+    }
+    fn sigmoid(self) -> Self {
+        1.0 / (1.0 + (-self).exp())
+    }
+}
+
+/// Independent partial sums per row, so the row sum vectorizes (in a fixed order).
+const LANES: usize = 8;
+
+/// `Σ_j softplus(o[j]) - x[j] o[j]` of one row.
+fn row_loss<T: Logistic>(o: &[T], x: &[T]) -> T {
+    let term = |o: T, x: T| o.softplus() - x * o;
+    let mut acc = [T::ZERO; LANES];
+    let (co, cx) = (o.chunks_exact(LANES), x.chunks_exact(LANES));
+    let (ro, rx) = (co.remainder(), cx.remainder());
+    for (o, x) in co.zip(cx) {
+        for l in 0..LANES {
+            acc[l] += term(o[l], x[l]);
+        }
+    }
+    for (l, (&o, &x)) in ro.iter().zip(rx).enumerate() {
+        acc[l] += term(o, x);
+    }
+    acc.into_iter().fold(T::ZERO, |a, b| a + b)
 }
 
 /// The per-row sums.
 struct Bce;
 
-fn forward<T: Float>(
+fn forward<T: Logistic>(
     (os, ol): (&CpuStorage, &Layout),
     (xs, xl): (&CpuStorage, &Layout),
 ) -> Result<(CpuStorage, Shape)> {
@@ -43,11 +82,7 @@ fn forward<T: Float>(
     let (o, x) = (slice::<T>(os, ol, name)?, slice::<T>(xs, xl, name)?);
     let mut l = vec![T::ZERO; r];
     l.par_iter_mut().enumerate().for_each(|(i, l)| {
-        let (o, x) = (&o[i * c..(i + 1) * c], &x[i * c..(i + 1) * c]);
-        *l = o
-            .iter()
-            .zip(x)
-            .fold(T::ZERO, |acc, (&o, &x)| acc + (softplus(o) - x * o));
+        *l = row_loss(&o[i * c..(i + 1) * c], &x[i * c..(i + 1) * c]);
     });
     Ok((T::to_cpu_storage_owned(l), Shape::from(r)))
 }
@@ -90,7 +125,7 @@ impl CustomOp2 for Bce {
 /// `do[r, j] = g[r] (σ(o[r, j]) - x[r, j])`, the logits' gradient.
 struct BceGrad;
 
-fn grad<T: Float>(
+fn grad<T: Logistic>(
     (os, ol): (&CpuStorage, &Layout),
     (xs, xl): (&CpuStorage, &Layout),
     (gs, gl): (&CpuStorage, &Layout),
@@ -105,13 +140,16 @@ fn grad<T: Float>(
         slice::<T>(xs, xl, name)?,
         slice::<T>(gs, gl, name)?,
     );
-    let mut d = vec![T::ZERO; r * c];
-    d.par_chunks_mut(c.max(1)).enumerate().for_each(|(i, d)| {
-        let (o, x) = (&o[i * c..(i + 1) * c], &x[i * c..(i + 1) * c]);
-        for ((d, &o), &x) in d.iter_mut().zip(o).zip(x) {
-            *d = g[i] * (sigmoid(o) - x);
-        }
-    });
+    let write = |d: &mut [MaybeUninit<T>]| {
+        d.par_chunks_mut(c.max(1)).enumerate().for_each(|(i, d)| {
+            let (o, x, g) = (&o[i * c..(i + 1) * c], &x[i * c..(i + 1) * c], g[i]);
+            for ((d, &o), &x) in d.iter_mut().zip(o).zip(x) {
+                d.write(g * (o.sigmoid() - x));
+            }
+        })
+    };
+    // SAFETY: row `i` of `d` is written from row `i` of `o` and `x`, all `c` long.
+    let d = unsafe { output(r * c, write) };
     Ok((T::to_cpu_storage_owned(d), ol.shape().clone()))
 }
 

@@ -17,6 +17,7 @@ mod bce;
 mod bias;
 mod conv;
 mod linear;
+mod math;
 mod pool;
 mod rectify;
 mod tanh;
@@ -85,8 +86,6 @@ pub(crate) trait Float: candle_core::WithDType {
     const NEG_INFINITY: Self;
     const NAN: Self;
     fn is_nan(self) -> bool;
-    fn exp(self) -> Self;
-    fn ln_1p(self) -> Self;
 }
 
 macro_rules! float {
@@ -98,12 +97,6 @@ macro_rules! float {
             const NAN: Self = <$t>::NAN;
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
-            }
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            fn ln_1p(self) -> Self {
-                <$t>::ln_1p(self)
             }
         }
     };

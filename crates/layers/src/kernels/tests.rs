@@ -651,3 +651,57 @@ fn tanh_f32_is_within_4_ulp_of_tanh_and_keeps_nan_infinities_and_signed_zeros() 
     assert_eq!(tanh::tanh_f32(-0.0).to_bits(), (-0.0f32).to_bits());
     assert_eq!(tanh::tanh_f32(0.0).to_bits(), 0);
 }
+
+/// Units in the last place between an f32 result and the exact value (f64), counted in the
+/// ulp of the exact value rounded to f32. Below f32's normal range the functions flush to
+/// zero: there an absolute error up to the smallest normal f32 counts as none.
+fn ulps_f32(got: f32, want: f64) -> f64 {
+    let err = (got as f64 - want).abs();
+    if want.abs() < f32::MIN_POSITIVE as f64 {
+        return if err <= f32::MIN_POSITIVE as f64 {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    let w = (want as f32).abs();
+    err / (f32::from_bits(w.to_bits() + 1) - w) as f64
+}
+
+/// Every 64th f32 from 0 to the largest finite one, both signs.
+fn f32_sweep() -> impl Iterator<Item = f32> {
+    (0..0x7f80_0000u32)
+        .step_by(64)
+        .map(f32::from_bits)
+        .flat_map(|x| [x, -x])
+}
+
+#[test]
+fn exp_f32_is_within_2_ulp_of_exp_over_its_range() {
+    let worst = f32_sweep()
+        .filter(|y| (-87.0..=88.0).contains(y))
+        .map(|y| ulps_f32(math::exp_f32(y), (y as f64).exp()))
+        .fold(0.0, f64::max);
+    assert!(worst < 2.0, "{worst} ulp");
+    assert_eq!(math::exp_f32(0.0), 1.0);
+}
+
+#[test]
+fn softplus_and_sigmoid_f32_are_within_4_ulp_and_keep_nan_and_infinities() {
+    let softplus = |o: f64| o.max(0.0) + (-o.abs()).exp().ln_1p();
+    let sigmoid = |o: f64| 1.0 / (1.0 + (-o).exp());
+    let worst = |f: fn(f32) -> f32, exact: &dyn Fn(f64) -> f64| {
+        f32_sweep()
+            .map(|o| (ulps_f32(f(o), exact(o as f64)), o))
+            .fold((0.0, 0.0), |a, b| if b.0 > a.0 { b } else { a })
+    };
+    let (ulps, at) = worst(math::softplus_f32, &softplus);
+    assert!(ulps < 4.0, "softplus: {ulps} ulp at {at}");
+    let (ulps, at) = worst(math::sigmoid_f32, &sigmoid);
+    assert!(ulps < 4.0, "sigmoid: {ulps} ulp at {at}");
+    assert!(math::softplus_f32(f32::NAN).is_nan() && math::sigmoid_f32(f32::NAN).is_nan());
+    assert_eq!(math::softplus_f32(f32::INFINITY), f32::INFINITY);
+    assert_eq!(math::softplus_f32(f32::NEG_INFINITY), 0.0);
+    assert_eq!(math::sigmoid_f32(f32::INFINITY), 1.0);
+    assert_eq!(math::sigmoid_f32(f32::NEG_INFINITY), 0.0);
+}
