@@ -15,7 +15,8 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::{
-    add_transposed, contiguous, matmul, matmul_col_major, output, saved, slice, zeroed, Float,
+    add_transposed, assume_init, contiguous, matmul, matmul_col_major, output, saved, slice,
+    zeroed, Float,
 };
 
 /// Everything a convolution's three ops need: `x: [n, c, h, w]`, `w: [o, c / groups, kh, kw]`,
@@ -115,16 +116,20 @@ impl ConvShape {
         let xs: Vec<Axis> = (0..self.kw)
             .map(|j| Self::axis(self.w, self.ow, sw, pw, dw, j))
             .collect();
+        let same_size = self.stride == [1, 1] && (self.oh, self.ow) == (self.h, self.w);
         let mut taps = Vec::with_capacity(self.rows());
         for ci in 0..self.c / self.groups {
             for y in &ys {
                 for x in &xs {
                     let plane = ((ci * sh + y.phase) * sw + x.phase) * hp * wp;
+                    let first = plane + y.start * wp + x.start;
+                    let whole = y.outs == (0, self.oh) && x.outs == (0, self.ow);
                     taps.push(Tap {
                         ys: y.outs,
                         xs: x.outs,
-                        first: plane + y.start * wp + x.start,
+                        first,
                         empty: y.outs.0 >= y.outs.1 || x.outs.0 >= x.outs.1,
+                        covers: same_size && whole && first == plane && self.plane_out() > 0,
                     });
                 }
             }
@@ -229,21 +234,54 @@ impl ConvShape {
         x: &mut [T],
     ) {
         if self.stride == [1, 1] {
-            self.scatter_add(taps, cols, x);
+            self.scatter_add(taps, cols, x, false);
         } else {
             phases.fill(T::ZERO);
-            self.scatter_add(taps, cols, phases);
+            self.scatter_add(taps, cols, phases, false);
             self.merge_add(phases, x);
         }
     }
 
-    /// Adds every column entry into the phase entry (the input at stride 1) it was read from.
-    fn scatter_add<T: Float>(&self, taps: &[Tap], (cols, ld): (&mut [T], usize), src: &mut [T]) {
+    /// Whether every channel has a tap that [`Tap::covers`] it (then all channels have one).
+    pub(super) fn covered(taps: &[Tap]) -> bool {
+        taps.iter().any(|t| t.covers)
+    }
+
+    /// [`Self::col2im`] into an uninitialised `x` (one sample's group of channels), for a
+    /// geometry that is [`Self::covered`]: each channel's covering tap is written first, then
+    /// the other taps are added, without zeroing `x` first.
+    pub(super) fn col2im_covered<T: Float>(
+        &self,
+        taps: &[Tap],
+        (cols, ld): (&mut [T], usize),
+        x: &mut [MaybeUninit<T>],
+    ) {
+        let m = self.plane_out();
+        for (r, _) in taps.iter().enumerate().filter(|(_, t)| t.covers) {
+            let to = &mut x[taps[r].first..][..m];
+            to.iter_mut().zip(&cols[r * ld..][..m]).for_each(|(t, &v)| {
+                t.write(v);
+            });
+        }
+        // SAFETY: each channel's plane (`m` long, at its covering tap's `first`) was written.
+        let x = unsafe { assume_init(x) };
+        self.scatter_add(taps, (cols, ld), x, true);
+    }
+
+    /// Adds every column entry into the phase entry (the input at stride 1) it was read from,
+    /// leaving out the covering taps if `skip_covering`.
+    fn scatter_add<T: Float>(
+        &self,
+        taps: &[Tap],
+        (cols, ld): (&mut [T], usize),
+        src: &mut [T],
+        skip_covering: bool,
+    ) {
         let (m, ow, wp) = (self.plane_out(), self.ow, self.phase_dims().1);
         for (r, tap) in taps.iter().enumerate() {
             let col = &mut cols[r * ld..][..m];
             let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
-            if tap.empty {
+            if tap.empty || (skip_covering && tap.covers) {
                 continue;
             }
             if ow == wp {
@@ -392,14 +430,18 @@ impl ConvShape {
     /// `dx` from `dy: [n, o, oh, ow]` and `w` (the transposed convolution of `dy`).
     fn backward_data<T: Float>(&self, dy: &[T], w: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
-        let plane = self.h * self.w;
+        let (plane, covered) = (self.h * self.w, Self::covered(&taps));
         let write = |dx: &mut [MaybeUninit<T>]| {
             dx.par_chunks_mut(nb * self.c * plane.max(1))
                 .enumerate()
                 .for_each_init(
                     || self.scratch(),
                     |(cols, phases, dyb), (i, dxb)| {
-                        let dxb = zeroed(dxb);
+                        // Without covering taps, the thread that sums into the block zeroes
+                        // it first, while it is in its cache.
+                        if !covered {
+                            zeroed(dxb);
+                        }
                         let (first, count) = (i * nb, (self.n - i * nb).min(nb));
                         let ld = count * m;
                         for g in 0..self.groups {
@@ -414,13 +456,21 @@ impl ConvShape {
                             matmul((k, ld, og), cols, ld, wg, (1, k), dyg, (ld, 1), false);
                             for j in 0..count {
                                 let cols = (&mut cols[j * m..], ld);
-                                self.col2im(&taps, cols, phases, &mut dxb[self.x_group(j, g)]);
+                                let dxg = &mut dxb[self.x_group(j, g)];
+                                if covered {
+                                    self.col2im_covered(&taps, cols, dxg);
+                                } else {
+                                    // SAFETY: the block was zeroed above.
+                                    let dxg = unsafe { assume_init(dxg) };
+                                    self.col2im(&taps, cols, phases, dxg);
+                                }
                             }
                         }
                     },
                 )
         };
-        // SAFETY: every block of samples is zeroed whole before it is summed into.
+        // SAFETY: every sample's group of channels is written whole: by a pointwise product,
+        // by its covering taps, or zeroed before it is summed into.
         unsafe { output(self.n * self.c * plane, write) }
     }
 
@@ -513,6 +563,9 @@ pub(super) struct Tap {
     xs: (usize, usize),
     first: usize,
     empty: bool,
+    /// Reads every input element of its channel once, at its own position (at stride 1, the
+    /// centre tap of a "same" convolution, or a pointwise one's only tap).
+    covers: bool,
 }
 
 impl Tap {

@@ -184,7 +184,17 @@ fn zeroed<T: Float>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
     s.iter_mut().for_each(|v| {
         v.write(T::ZERO);
     });
-    // SAFETY: every element was just written, and `MaybeUninit<T>` has `T`'s layout.
+    // SAFETY: every element was just written.
+    unsafe { assume_init(s) }
+}
+
+/// `s` as the initialised data it holds.
+///
+/// # Safety
+/// Every element of `s` must have been written.
+unsafe fn assume_init<T>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout; the elements are initialised (the caller's
+    // contract).
     unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 

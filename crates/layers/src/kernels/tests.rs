@@ -262,10 +262,26 @@ proptest! {
                 }
             }
         }
-        let mut got = start;
+        let covered = ConvShape::covered(&s.taps());
+        let fresh = cols.clone();
+        let mut got = start.clone();
         s.col2im(&s.taps(), (&mut cols[at..], ld), &mut phases, &mut got);
         let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         prop_assert!(worst < 1e-12, "col2im differs by {}", worst);
+
+        // With a covering tap per channel ("same" at stride 1), col2im into a NaN-filled
+        // `x` (uninitialised memory) gives the sums alone.
+        let same = s.stride == [1, 1] && (s.oh, s.ow) == (s.h, s.w) && s.padding == [(s.kh - 1) / 2 * s.dilation[0], (s.kw - 1) / 2 * s.dilation[1]];
+        prop_assert!(!same || s.kh % 2 == 0 || s.kw % 2 == 0 || covered, "an odd 'same' kernel has a centre tap");
+        if covered {
+            let (mut cols, mut got) = (fresh, vec![MaybeUninit::new(f64::NAN); cg * plane]);
+            s.col2im_covered(&s.taps(), (&mut cols[at..], ld), &mut got);
+            for ((g, w), x0) in got.iter().zip(&want).zip(&start) {
+                // SAFETY: created initialised (NaN), then written.
+                let g = unsafe { g.assume_init() };
+                prop_assert!((g - (w - x0)).abs() < 1e-12, "col2im_covered: {} vs {}", g, w - x0);
+            }
+        }
     }
 
     #[test]
