@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 
 use super::{
     add_transposed, assume_init, contiguous, matmul, matmul_col_major, output, saved, slice,
-    zeroed, Float,
+    write_copy, zeroed, Float,
 };
 
 /// Everything a convolution's three ops need: `x: [n, c, h, w]`, `w: [o, c / groups, kh, kw]`,
@@ -257,11 +257,8 @@ impl ConvShape {
         x: &mut [MaybeUninit<T>],
     ) {
         let m = self.plane_out();
-        for (r, _) in taps.iter().enumerate().filter(|(_, t)| t.covers) {
-            let to = &mut x[taps[r].first..][..m];
-            to.iter_mut().zip(&cols[r * ld..][..m]).for_each(|(t, &v)| {
-                t.write(v);
-            });
+        for (r, tap) in taps.iter().enumerate().filter(|(_, t)| t.covers) {
+            write_copy(&mut x[tap.first..][..m], &cols[r * ld..][..m]);
         }
         // SAFETY: each channel's plane (`m` long, at its covering tap's `first`) was written.
         let x = unsafe { assume_init(x) };
@@ -394,10 +391,7 @@ impl ConvShape {
                                 false,
                             );
                             for (at, to) in self.block_planes(count, g) {
-                                let (to, from) = (&mut yb[to..][..m], &out[at..][..m]);
-                                to.iter_mut().zip(from).for_each(|(t, &f)| {
-                                    t.write(f);
-                                });
+                                write_copy(&mut yb[to..][..m], &out[at..][..m]);
                             }
                         }
                     },

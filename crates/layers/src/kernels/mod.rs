@@ -188,6 +188,15 @@ fn zeroed<T: Float>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
     unsafe { assume_init(s) }
 }
 
+/// Copies `from` into `to` (of the same length), initialising it (`write_copy_of_slice` is
+/// newer than the crate's minimum Rust version).
+fn write_copy<T: Copy>(to: &mut [MaybeUninit<T>], from: &[T]) {
+    assert_eq!(to.len(), from.len(), "write_copy: lengths differ");
+    to.iter_mut().zip(from).for_each(|(t, &f)| {
+        t.write(f);
+    });
+}
+
 /// `s` as the initialised data it holds.
 ///
 /// # Safety
