@@ -2,11 +2,11 @@
 //!
 //! Written as candle ops, one Adam step is about a dozen passes over the parameters, each
 //! allocating a fresh tensor; here it is three in-place passes (first moment, second moment,
-//! parameter), spread over rayon's threads. Used for f32/f64 CPU variables; other devices
+//! parameter), spread over candle's CPU threads
+//! ([`forja_layers::kernels::threads`]). Used for f32/f64 CPU variables; other devices
 //! take the candle-op path in [`crate::optim`], which the tests compare against.
 
 use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor, WithDType};
-use rayon::prelude::*;
 
 /// Elements per parallel chunk: large enough that splitting costs nothing.
 const CHUNK: usize = 1 << 15;
@@ -32,7 +32,7 @@ fn run<T: Float, U: Update>(u: &U, dst: &mut [T], srcs: &[(&CpuStorage, &Layout)
     if srcs.iter().any(|s| s.len() != dst.len()) {
         bail!("{}: tensors of different sizes", U::NAME);
     }
-    dst.par_chunks_mut(CHUNK).enumerate().for_each(|(i, d)| {
+    forja_layers::kernels::par_chunks_mut(dst, CHUNK, |i, d| {
         let part: Vec<&[T]> = srcs
             .iter()
             .map(|s| &s[i * CHUNK..i * CHUNK + d.len()])

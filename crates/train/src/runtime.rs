@@ -7,9 +7,12 @@
 //!   that most of the time (LeNet-5 4 -> 18 steps/s, ResNet-20 0.18 -> 2.7, before forja's
 //!   kernels). Freed blocks up to 32 MiB (glibc's largest threshold) now stay in the heap; peak
 //!   memory stays what is in use at once.
-//! - candle's element-wise thread pool spins 25,000 times waiting for work before it sleeps,
-//!   taking a core from forja's kernels, which run on rayon's pool (LeNet-5 70 -> 89 steps/s).
-//!   It now spins 1,000 times, unless `CANDLE_BARRIER_POOL_SPIN_LIMIT` is set.
+//! - candle's element-wise thread pool spins 25,000 times waiting for work before it sleeps.
+//!   While forja's kernels ran on rayon's pool, that took a core from them (LeNet-5 70 -> 89
+//!   steps/s); they now run on candle's pool (`forja_layers::kernels::threads`), where the
+//!   two limits measured within the noise of each other. It spins 1,000 times, unless
+//!   `CANDLE_BARRIER_POOL_SPIN_LIMIT` is set, so that a worker waiting for work yields its
+//!   core sooner to the training's other threads (data loading, the display).
 
 /// Applies both settings; call it before any tensor work (a no-op for the allocator on other
 /// C libraries than glibc).

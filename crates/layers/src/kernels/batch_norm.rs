@@ -5,10 +5,8 @@
 
 use std::mem::MaybeUninit;
 
+use super::{by_dtype, output, par_chunks_mut, par_map, saved, slice, Float};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-use super::{by_dtype, output, saved, slice, Float};
 
 /// Per-channel mean and (biased) variance of `x: [N, C, S]` on the CPU.
 pub(crate) fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
@@ -46,21 +44,20 @@ fn stats<T: Float>(
     // One task per channel, so the second pass reads the channel while it is still in cache
     // (ResNet-20's 16-channel layers at batch 128: 400 KB a channel, 25% faster than two
     // passes over the whole tensor).
-    Ok((0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let rows = || (0..n).map(move |i| &data[(i * c + ch) * s_len..][..s_len]);
-            let mean = rows()
-                .map(|r| lane_sums(r, r, |v, _| [v, 0.0])[0])
-                .sum::<f64>()
-                / count;
-            let var = rows()
-                .map(|r| lane_sums(r, r, |v, _| [(v - mean) * (v - mean), 0.0])[0])
-                .sum::<f64>()
-                / count;
-            (mean, var)
-        })
-        .unzip())
+    Ok(par_map(c, |ch| {
+        let rows = || (0..n).map(move |i| &data[(i * c + ch) * s_len..][..s_len]);
+        let mean = rows()
+            .map(|r| lane_sums(r, r, |v, _| [v, 0.0])[0])
+            .sum::<f64>()
+            / count;
+        let var = rows()
+            .map(|r| lane_sums(r, r, |v, _| [(v - mean) * (v - mean), 0.0])[0])
+            .sum::<f64>()
+            / count;
+        (mean, var)
+    })
+    .into_iter()
+    .unzip())
 }
 
 /// Per channel `ch` of `a, b: [N, C, S]`, two sums `Σ f(ch)(a[i], b[i])` over its elements,
@@ -74,39 +71,36 @@ fn channel_sums<T: Float, F: Fn(f64, f64) -> [f64; 2]>(
     if s == 1 {
         // `[N, C]` (BatchNorm1d): a channel's values are a column, so each thread sums a
         // block of columns row by row, along the contiguous channels.
-        return (0..c)
-            .step_by(COLUMNS)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .flat_map_iter(|c0| {
-                let cols = c0..(c0 + COLUMNS).min(c);
-                let fs: Vec<F> = cols.clone().map(&f).collect();
-                let (mut acc0, mut acc1) = (vec![0.0f64; cols.len()], vec![0.0f64; cols.len()]);
-                for i in 0..n {
-                    let (ra, rb) = (&a[i * c..][cols.clone()], &b[i * c..][cols.clone()]);
-                    let accs = acc0.iter_mut().zip(acc1.iter_mut());
-                    for (((f, (s0, s1)), &va), &vb) in fs.iter().zip(accs).zip(ra).zip(rb) {
-                        let [p, q] = f(va.to_f64(), vb.to_f64());
-                        *s0 += p;
-                        *s1 += q;
-                    }
+        return par_map(c.div_ceil(COLUMNS), |block| {
+            let c0 = block * COLUMNS;
+            let cols = c0..(c0 + COLUMNS).min(c);
+            let fs: Vec<F> = cols.clone().map(&f).collect();
+            let (mut acc0, mut acc1) = (vec![0.0f64; cols.len()], vec![0.0f64; cols.len()]);
+            for i in 0..n {
+                let (ra, rb) = (&a[i * c..][cols.clone()], &b[i * c..][cols.clone()]);
+                let accs = acc0.iter_mut().zip(acc1.iter_mut());
+                for (((f, (s0, s1)), &va), &vb) in fs.iter().zip(accs).zip(ra).zip(rb) {
+                    let [p, q] = f(va.to_f64(), vb.to_f64());
+                    *s0 += p;
+                    *s1 += q;
                 }
-                acc0.into_iter().zip(acc1).map(|(p, q)| [p, q])
-            })
-            .collect();
-    }
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let f = f(ch);
-            (0..n)
-                .map(|i| {
-                    let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                    lane_sums(&a[r.clone()], &b[r], &f)
-                })
-                .fold([0.0, 0.0], |[a, b], [p, q]| [a + p, b + q])
+            }
+            acc0.into_iter()
+                .zip(acc1)
+                .map(|(p, q)| [p, q])
+                .collect::<Vec<_>>()
         })
-        .collect()
+        .concat();
+    }
+    par_map(c, |ch| {
+        let f = f(ch);
+        (0..n)
+            .map(|i| {
+                let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                lane_sums(&a[r.clone()], &b[r], &f)
+            })
+            .fold([0.0, 0.0], |[a, b], [p, q]| [a + p, b + q])
+    })
 }
 
 /// Columns per task of [`channel_sums`] on `[N, C]`: the accumulators stay in the L1 cache.
@@ -126,18 +120,15 @@ fn map_channels<T: Float, F: Fn(T, T) -> T + Sync>(
     );
     if s == 1 {
         let fs: Vec<F> = (0..c).map(f).collect();
-        let rows = out.par_chunks_mut(c.max(1)).zip(a.par_chunks(c.max(1)));
-        rows.zip(b.par_chunks(c.max(1))).for_each(|((o, a), b)| {
+        par_chunks_mut(out, c, |i, o| {
+            let (a, b) = (&a[i * c..][..o.len()], &b[i * c..][..o.len()]);
             for (((o, &a), &b), f) in o.iter_mut().zip(a).zip(b).zip(&fs) {
                 o.write(f(a, b));
             }
         });
     } else {
-        let planes = out
-            .par_chunks_mut(s)
-            .zip(a.par_chunks(s))
-            .zip(b.par_chunks(s));
-        planes.enumerate().for_each(|(row, ((o, a), b))| {
+        par_chunks_mut(out, s, |row, o| {
+            let (a, b) = (&a[row * s..][..o.len()], &b[row * s..][..o.len()]);
             let f = f(row % c);
             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                 o.write(f(a, b));

@@ -6,10 +6,8 @@
 
 use std::mem::MaybeUninit;
 
+use super::{math, output, par_chunks_mut, par_map, slice, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-use super::{math, output, slice, Float};
 
 /// `[rows, cols]` of the logits, the targets of the same shape (and `[rows]` for `g`).
 fn dims(op: &str, o: &Layout, x: &Layout) -> Result<(usize, usize)> {
@@ -80,9 +78,8 @@ fn forward<T: Logistic>(
     let name = "forja-bce-with-logits";
     let (r, c) = dims(name, ol, xl)?;
     let (o, x) = (slice::<T>(os, ol, name)?, slice::<T>(xs, xl, name)?);
-    let mut l = vec![T::ZERO; r];
-    l.par_iter_mut().enumerate().for_each(|(i, l)| {
-        *l = row_loss(&o[i * c..(i + 1) * c], &x[i * c..(i + 1) * c]);
+    let l = par_map(r, |i| {
+        row_loss(&o[i * c..(i + 1) * c], &x[i * c..(i + 1) * c])
     });
     Ok((T::to_cpu_storage_owned(l), Shape::from(r)))
 }
@@ -141,7 +138,7 @@ fn grad<T: Logistic>(
         slice::<T>(gs, gl, name)?,
     );
     let write = |d: &mut [MaybeUninit<T>]| {
-        d.par_chunks_mut(c.max(1)).enumerate().for_each(|(i, d)| {
+        par_chunks_mut(d, c, |i, d| {
             let (o, x, g) = (&o[i * c..(i + 1) * c], &x[i * c..(i + 1) * c], g[i]);
             for ((d, &o), &x) in d.iter_mut().zip(o).zip(x) {
                 d.write(g * (o.sigmoid() - x));

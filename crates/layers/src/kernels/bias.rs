@@ -5,10 +5,8 @@
 
 use std::mem::MaybeUninit;
 
+use super::{output, par_chunks_mut, par_map, slice, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-use super::{output, slice, Float};
 
 fn dims3(l: &Layout, op: &str) -> Result<(usize, usize, usize)> {
     match *l.dims() {
@@ -32,14 +30,12 @@ fn add<T: Float>(
     }
     let (x, b) = (slice::<T>(s1, l1, name)?, slice::<T>(s2, l2, name)?);
     let write = |y: &mut [MaybeUninit<T>]| {
-        y.par_chunks_mut(s.max(1))
-            .enumerate()
-            .for_each(|(row, yr)| {
-                let bias = b[row % c];
-                for (y, &x) in yr.iter_mut().zip(&x[row * s..(row + 1) * s]) {
-                    y.write(x + bias);
-                }
-            })
+        par_chunks_mut(y, s, |row, yr| {
+            let bias = b[row % c];
+            for (y, &x) in yr.iter_mut().zip(&x[row * s..(row + 1) * s]) {
+                y.write(x + bias);
+            }
+        })
     };
     // SAFETY: row `row` of `y` (`s` long) is written from the same row of `x`.
     let y = unsafe { output(x.len(), write) };
@@ -82,18 +78,15 @@ fn sum<T: Float>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
     let name = "forja-channel-sum";
     let (n, c, len) = dims3(l, name)?;
     let x = slice::<T>(s, l, name)?;
-    let sums: Vec<T> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mut acc = T::ZERO;
-            for i in 0..n {
-                for &v in &x[(i * c + ch) * len..(i * c + ch + 1) * len] {
-                    acc += v;
-                }
+    let sums = par_map(c, |ch| {
+        let mut acc = T::ZERO;
+        for i in 0..n {
+            for &v in &x[(i * c + ch) * len..(i * c + ch + 1) * len] {
+                acc += v;
             }
-            acc
-        })
-        .collect();
+        }
+        acc
+    });
     Ok((T::to_cpu_storage_owned(sums), Shape::from(c)))
 }
 

@@ -6,17 +6,16 @@
 //! Per sample and group: `cols = im2col(x)` is `[C/g * KH * KW, OH * OW]`, then
 //! `y = W · cols`, `cols = Wᵀ · dy` (scattered back by col2im) and `dW += dy · colsᵀ`.
 //! Where the output plane is small, the columns of a few samples sit side by side in one
-//! product. Blocks of samples are spread over rayon's threads; the weight gradient sums one
+//! product. Blocks of samples are spread over the kernels' threads; the weight gradient sums one
 //! buffer per split.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
 use super::{
-    add_transposed, assume_init, contiguous, matmul, matmul_col_major, output, saved, slice,
-    write_copy, zeroed, Float,
+    add_transposed, assume_init, contiguous, matmul, matmul_col_major, output, par_chunks_mut_with,
+    par_map, saved, slice, threads, write_copy, zeroed, Float,
 };
 
 /// Everything a convolution's three ops need: `x: [n, c, h, w]`, `w: [o, c / groups, kh, kw]`,
@@ -364,38 +363,38 @@ impl ConvShape {
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let write = |y: &mut [MaybeUninit<T>]| {
-            y.par_chunks_mut(nb * self.o * m.max(1))
-                .enumerate()
-                .for_each_init(
-                    || self.scratch(),
-                    |(cols, phases, out), (i, yb)| {
-                        let (first, count) = (i * nb, (self.n - i * nb).min(nb));
-                        let ld = count * m;
-                        for g in 0..self.groups {
-                            let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
-                            let cols = self.columns(scratch, x, (first, count, g));
-                            let wg = &w[g * og * k..(g + 1) * og * k];
-                            if count == 1 {
-                                let yg = &mut yb[g * og * m..];
-                                matmul((og, m, k), yg, m, wg, (k, 1), cols, (m, 1), false);
-                                continue;
-                            }
-                            matmul(
-                                (og, ld, k),
-                                &mut out[..],
-                                ld,
-                                wg,
-                                (k, 1),
-                                cols,
-                                (ld, 1),
-                                false,
-                            );
-                            for (at, to) in self.block_planes(count, g) {
-                                write_copy(&mut yb[to..][..m], &out[at..][..m]);
-                            }
+            par_chunks_mut_with(
+                y,
+                nb * self.o * m,
+                || self.scratch(),
+                |(cols, phases, out), i, yb| {
+                    let (first, count) = (i * nb, (self.n - i * nb).min(nb));
+                    let ld = count * m;
+                    for g in 0..self.groups {
+                        let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
+                        let cols = self.columns(scratch, x, (first, count, g));
+                        let wg = &w[g * og * k..(g + 1) * og * k];
+                        if count == 1 {
+                            let yg = &mut yb[g * og * m..];
+                            matmul((og, m, k), yg, m, wg, (k, 1), cols, (m, 1), false);
+                            continue;
                         }
-                    },
-                )
+                        matmul(
+                            (og, ld, k),
+                            &mut out[..],
+                            ld,
+                            wg,
+                            (k, 1),
+                            cols,
+                            (ld, 1),
+                            false,
+                        );
+                        for (at, to) in self.block_planes(count, g) {
+                            write_copy(&mut yb[to..][..m], &out[at..][..m]);
+                        }
+                    }
+                },
+            )
         };
         // SAFETY: each block of samples gets every group's `og` planes, by one product or
         // by one copy per plane of `block_planes`, which covers every sample and channel.
@@ -426,42 +425,42 @@ impl ConvShape {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let (plane, covered) = (self.h * self.w, Self::covered(&taps));
         let write = |dx: &mut [MaybeUninit<T>]| {
-            dx.par_chunks_mut(nb * self.c * plane.max(1))
-                .enumerate()
-                .for_each_init(
-                    || self.scratch(),
-                    |(cols, phases, dyb), (i, dxb)| {
-                        // Without covering taps, the thread that sums into the block zeroes
-                        // it first, while it is in its cache.
-                        if !covered {
-                            zeroed(dxb);
+            par_chunks_mut_with(
+                dx,
+                nb * self.c * plane,
+                || self.scratch(),
+                |(cols, phases, dyb), i, dxb| {
+                    // Without covering taps, the thread that sums into the block zeroes
+                    // it first, while it is in its cache.
+                    if !covered {
+                        zeroed(dxb);
+                    }
+                    let (first, count) = (i * nb, (self.n - i * nb).min(nb));
+                    let ld = count * m;
+                    for g in 0..self.groups {
+                        let dyg = self.dy_block(dy, dyb, (first, count, g));
+                        let wg = &w[g * og * k..(g + 1) * og * k];
+                        let dxg = &mut dxb[self.x_group(0, g)];
+                        if self.pointwise() && count == 1 {
+                            matmul((k, m, og), dxg, m, wg, (1, k), dyg, (m, 1), false);
+                            continue;
                         }
-                        let (first, count) = (i * nb, (self.n - i * nb).min(nb));
-                        let ld = count * m;
-                        for g in 0..self.groups {
-                            let dyg = self.dy_block(dy, dyb, (first, count, g));
-                            let wg = &w[g * og * k..(g + 1) * og * k];
-                            let dxg = &mut dxb[self.x_group(0, g)];
-                            if self.pointwise() && count == 1 {
-                                matmul((k, m, og), dxg, m, wg, (1, k), dyg, (m, 1), false);
-                                continue;
-                            }
-                            let cols = &mut cols[..];
-                            matmul((k, ld, og), cols, ld, wg, (1, k), dyg, (ld, 1), false);
-                            for j in 0..count {
-                                let cols = (&mut cols[j * m..], ld);
-                                let dxg = &mut dxb[self.x_group(j, g)];
-                                if covered {
-                                    self.col2im_covered(&taps, cols, dxg);
-                                } else {
-                                    // SAFETY: the block was zeroed above.
-                                    let dxg = unsafe { assume_init(dxg) };
-                                    self.col2im(&taps, cols, phases, dxg);
-                                }
+                        let cols = &mut cols[..];
+                        matmul((k, ld, og), cols, ld, wg, (1, k), dyg, (ld, 1), false);
+                        for j in 0..count {
+                            let cols = (&mut cols[j * m..], ld);
+                            let dxg = &mut dxb[self.x_group(j, g)];
+                            if covered {
+                                self.col2im_covered(&taps, cols, dxg);
+                            } else {
+                                // SAFETY: the block was zeroed above.
+                                let dxg = unsafe { assume_init(dxg) };
+                                self.col2im(&taps, cols, phases, dxg);
                             }
                         }
-                    },
-                )
+                    }
+                },
+            )
         };
         // SAFETY: every sample's group of channels is written whole: by a pointwise product,
         // by its covering taps, or zeroed before it is summed into.
@@ -473,35 +472,29 @@ impl ConvShape {
     /// resume bitwise).
     fn backward_filter<T: Float>(&self, x: &[T], dy: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
-        let per_part = self
-            .n
-            .div_ceil(rayon::current_num_threads().clamp(1, self.n.max(1)));
+        let per_part = self.n.div_ceil(threads().clamp(1, self.n.max(1))).max(1);
         // Each group's `[o/g, rows]` block is summed column-major: `cols` is read
         // transposed, which the `gemm` crate takes at full rate only into that layout
         // (see `gemm_raw`), and it is transposed once, at the end.
-        let parts: Vec<Vec<T>> = (0..self.n)
-            .step_by(per_part.max(1))
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|start| {
-                let end = (start + per_part).min(self.n);
-                let mut dw = vec![T::ZERO; self.o * k];
-                let (mut cols, mut phases, mut dyb) = self.scratch();
-                for first in (start..end).step_by(nb) {
-                    let count = (end - first).min(nb);
-                    let ld = count * m;
-                    for g in 0..self.groups {
-                        let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
-                        let cols = self.columns(scratch, x, (first, count, g));
-                        let dyg = self.dy_block(dy, &mut dyb, (first, count, g));
-                        let dwg = &mut dw[g * og * k..(g + 1) * og * k];
-                        let acc = first > start;
-                        matmul_col_major((og, k, ld), dwg, (dyg, (ld, 1)), (cols, (1, ld)), acc);
-                    }
+        let parts = par_map(self.n.div_ceil(per_part), |part| {
+            let start = part * per_part;
+            let end = (start + per_part).min(self.n);
+            let mut dw = vec![T::ZERO; self.o * k];
+            let (mut cols, mut phases, mut dyb) = self.scratch();
+            for first in (start..end).step_by(nb) {
+                let count = (end - first).min(nb);
+                let ld = count * m;
+                for g in 0..self.groups {
+                    let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
+                    let cols = self.columns(scratch, x, (first, count, g));
+                    let dyg = self.dy_block(dy, &mut dyb, (first, count, g));
+                    let dwg = &mut dw[g * og * k..(g + 1) * og * k];
+                    let acc = first > start;
+                    matmul_col_major((og, k, ld), dwg, (dyg, (ld, 1)), (cols, (1, ld)), acc);
                 }
-                dw
-            })
-            .collect();
+            }
+            dw
+        });
         let mut parts = parts.into_iter();
         let mut sum = parts.next().unwrap_or_else(|| vec![T::ZERO; self.o * k]);
         for p in parts {

@@ -9,10 +9,8 @@
 //! `dyᵀ · x` comes out in `W`'s layout, and the bias gradient sums contiguous rows, columns in
 //! parallel.
 
+use super::{output, par_chunks_mut, par_matmul, saved, slice, threads, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-use super::{output, par_matmul, saved, slice, Float};
 
 const NAME: &str = "forja-linear";
 
@@ -183,8 +181,8 @@ fn sum_columns<T: Float>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shap
     let mut sums = vec![T::ZERO; o];
     // Columns in blocks, each block's rows added in order (so the result does not depend on
     // the threads).
-    let block = o.div_ceil(rayon::current_num_threads()).max(64);
-    sums.par_chunks_mut(block).enumerate().for_each(|(i, acc)| {
+    let block = o.div_ceil(threads()).max(64);
+    par_chunks_mut(&mut sums, block, |i, acc| {
         for row in x.chunks_exact(o).take(n) {
             for (a, &v) in acc.iter_mut().zip(&row[i * block..]) {
                 *a += v;

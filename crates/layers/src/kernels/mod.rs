@@ -5,7 +5,7 @@
 //!
 //! candle 0.11's CPU convolution backward runs on one core and its transposed convolution is a
 //! direct loop; these kernels gather columns per sample (im2col), multiply with the `gemm`
-//! crate and spread the batch over rayon's threads. Each is a candle custom op whose backward
+//! crate and spread the batch over candle's CPU threads ([`threads`]). Each is a candle custom op whose backward
 //! pass is again a custom op, so the layers stay differentiable (the three convolution ops
 //! are each other's gradients, to any order).
 //!
@@ -23,12 +23,12 @@ mod rectify;
 mod tanh;
 #[cfg(test)]
 mod tests;
+mod threads;
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{bail, CpuStorage, DType, Layout, Tensor};
-use rayon::prelude::*;
 
 pub(crate) use batch_norm::{batch_norm_train, channel_stats};
 pub(crate) use bce::bce_with_logits;
@@ -40,6 +40,8 @@ pub(crate) use linear::linear;
 pub(crate) use pool::max_pool2d;
 pub(crate) use rectify::{add_relu, leaky_relu};
 pub(crate) use tanh::tanh;
+pub use threads::{par_chunks_mut, par_chunks_mut_with, par_map, threads};
+use threads::{par_ranges, SendPtr};
 
 /// The environment variable that switches the kernels off (`off`, `0` or `false`).
 pub const ENV: &str = "FORJA_KERNELS";
@@ -264,7 +266,7 @@ fn matmul_col_major<T: Float>(
     }
 }
 
-/// As [`matmul`], over rayon's threads: `dst`'s columns (or, for narrow products, its rows)
+/// As [`matmul`], over the kernels' threads ([`threads`]): `dst`'s columns (or, for narrow products, its rows)
 /// are split into one block per thread, each a single-threaded GEMM. The `gemm` crate's own
 /// threading reaches 110-140 GFLOP/s on two cores for a linear layer's products here; these
 /// blocks 150-190 (a single core: 75-140). Every element is summed in the same order however
@@ -291,7 +293,7 @@ fn par_matmul<T: Float, D: Dst<T> + ?Sized>(
     if m == 0 || n == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
+    let threads = threads();
     // Blocks of whole vectors of the widest registers (16 f32), rows in steps of 8.
     let (by_cols, unit) = if n >= 32 * threads {
         (true, 16)
@@ -306,50 +308,38 @@ fn par_matmul<T: Float, D: Dst<T> + ?Sized>(
     };
     let block = len.div_ceil(parts).next_multiple_of(unit);
     let (dst, a, b) = (
-        Ptr(dst.ptr()),
-        Ptr(a.as_ptr().cast_mut()),
-        Ptr(b.as_ptr().cast_mut()),
+        SendPtr(dst.ptr()),
+        SendPtr(a.as_ptr().cast_mut()),
+        SendPtr(b.as_ptr().cast_mut()),
     );
-    (0..len.div_ceil(block)).into_par_iter().for_each(|i| {
-        let (lo, hi) = (i * block, ((i + 1) * block).min(len));
-        // SAFETY: the extents of the whole product are checked above; each block reads and
-        // writes a sub-rectangle of them, and the blocks' parts of `dst` are disjoint.
-        unsafe {
-            if by_cols {
-                gemm_raw(
-                    (m, hi - lo, k),
-                    dst.get().add(lo),
-                    dst_rs,
-                    (a.get(), (a_rs, a_cs)),
-                    (b.get().add(lo * b_cs), (b_rs, b_cs)),
-                    accumulate,
-                )
-            } else {
-                gemm_raw(
-                    (hi - lo, n, k),
-                    dst.get().add(lo * dst_rs),
-                    dst_rs,
-                    (a.get().add(lo * a_rs), (a_rs, a_cs)),
-                    (b.get(), (b_rs, b_cs)),
-                    accumulate,
-                )
+    par_ranges(len.div_ceil(block), |r| {
+        for i in r {
+            let (lo, hi) = (i * block, ((i + 1) * block).min(len));
+            // SAFETY: the extents of the whole product are checked above; each block reads and
+            // writes a sub-rectangle of them, and the blocks' parts of `dst` are disjoint.
+            unsafe {
+                if by_cols {
+                    gemm_raw(
+                        (m, hi - lo, k),
+                        dst.get().add(lo),
+                        dst_rs,
+                        (a.get(), (a_rs, a_cs)),
+                        (b.get().add(lo * b_cs), (b_rs, b_cs)),
+                        accumulate,
+                    )
+                } else {
+                    gemm_raw(
+                        (hi - lo, n, k),
+                        dst.get().add(lo * dst_rs),
+                        dst_rs,
+                        (a.get().add(lo * a_rs), (a_rs, a_cs)),
+                        (b.get(), (b_rs, b_cs)),
+                        accumulate,
+                    )
+                }
             }
         }
     });
-}
-
-/// A pointer shared by the blocks of [`par_matmul`], which touch disjoint parts of it.
-#[derive(Clone, Copy)]
-struct Ptr<T>(*mut T);
-// SAFETY: only used by `par_matmul`, whose blocks write disjoint elements.
-unsafe impl<T> Send for Ptr<T> {}
-unsafe impl<T> Sync for Ptr<T> {}
-
-impl<T> Ptr<T> {
-    /// The pointer (a method, so closures capture the `Send` wrapper, not its field).
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 /// Panics unless every index the strides of an `(m, n, k)` product reach is inside `dst`

@@ -1,14 +1,12 @@
 //! Max pooling: the forward op keeps each window's first maximum (NaN wins, as in PyTorch);
 //! its backward op finds the same position again and adds the incoming gradient there.
-//! Planes (sample, channel) are spread over rayon's threads.
+//! Planes (sample, channel) are spread over the kernels' threads.
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-use super::{by_dtype, output, saved, slice, zeroed, Float};
+use super::{by_dtype, output, par_chunks_mut, saved, slice, zeroed, Float};
 use crate::window::Axis;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 #[derive(Debug, Clone, Copy)]
 struct MaxPool {
@@ -95,16 +93,14 @@ impl MaxPool {
             "max pool: spans"
         );
         let write = |y: &mut [MaybeUninit<T>]| {
-            y.par_chunks_mut(n_out.max(1))
-                .enumerate()
-                .for_each(|(p, yp)| {
-                    let plane = &x[p * n_in..(p + 1) * n_in];
-                    for (yr, &r) in yp.chunks_mut(aw.out.max(1)).zip(&rows) {
-                        for (y, &c) in yr.iter_mut().zip(&cols) {
-                            y.write(self.max(plane, r, c));
-                        }
+            par_chunks_mut(y, n_out, |p, yp| {
+                let plane = &x[p * n_in..(p + 1) * n_in];
+                for (yr, &r) in yp.chunks_mut(aw.out.max(1)).zip(&rows) {
+                    for (y, &c) in yr.iter_mut().zip(&cols) {
+                        y.write(self.max(plane, r, c));
                     }
-                })
+                }
+            })
         };
         // SAFETY: each output plane has `ah.out` rows of `aw.out`, one span each.
         unsafe { output(planes * n_out, write) }
@@ -115,18 +111,16 @@ impl MaxPool {
         let (n_in, n_out) = (ah.n * aw.n, ah.out * aw.out);
         let [rows, cols] = self.spans();
         let write = |dx: &mut [MaybeUninit<T>]| {
-            dx.par_chunks_mut(n_in.max(1))
-                .enumerate()
-                .for_each(|(p, dxp)| {
-                    let dxp = zeroed(dxp);
-                    let plane = &x[p * n_in..(p + 1) * n_in];
-                    let dyp = &dy[p * n_out..(p + 1) * n_out];
-                    for (dyr, &r) in dyp.chunks(aw.out.max(1)).zip(&rows) {
-                        for (&g, &c) in dyr.iter().zip(&cols) {
-                            dxp[self.argmax(plane, r, c)] += g;
-                        }
+            par_chunks_mut(dx, n_in, |p, dxp| {
+                let dxp = zeroed(dxp);
+                let plane = &x[p * n_in..(p + 1) * n_in];
+                let dyp = &dy[p * n_out..(p + 1) * n_out];
+                for (dyr, &r) in dyp.chunks(aw.out.max(1)).zip(&rows) {
+                    for (&g, &c) in dyr.iter().zip(&cols) {
+                        dxp[self.argmax(plane, r, c)] += g;
                     }
-                })
+                }
+            })
         };
         // SAFETY: every plane is zeroed whole, then summed into.
         unsafe { output(planes * n_in, write) }

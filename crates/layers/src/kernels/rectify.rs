@@ -4,10 +4,8 @@
 
 use std::mem::MaybeUninit;
 
+use super::{output, par_chunks_mut, saved, slice, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-use super::{output, saved, slice, Float};
 
 /// Elements per parallel chunk; smaller tensors (an MLP's activations) run on the calling
 /// thread, where waking the pool would cost more than the pass (measured on the VAE workload).
@@ -27,7 +25,7 @@ fn forward<T: Float>(op: &Rectify, s: &CpuStorage, l: &Layout) -> Result<(CpuSto
     })
 }
 
-/// The body of a unary element-wise op: `f(x[i])` for every element, in chunks over rayon's
+/// The body of a unary element-wise op: `f(x[i])` for every element, in chunks over the kernels'
 /// threads for large tensors.
 pub(super) fn map_op<T: Float>(
     name: &str,
@@ -44,9 +42,10 @@ pub(super) fn map_op<T: Float>(
         if x.len() <= CHUNK {
             pass((y, x));
         } else {
-            y.par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK))
-                .for_each(pass);
+            par_chunks_mut(y, CHUNK, |i, y| {
+                let x = &x[i * CHUNK..][..y.len()];
+                pass((y, x))
+            });
         }
     };
     // SAFETY: `y` and `x` have the same length and go in the same chunks, every `y` written.
@@ -102,7 +101,7 @@ pub(super) fn zip_op<T: Float>(
     ))
 }
 
-/// `f(a[i], b[i])` for every element, in chunks over rayon's threads for large tensors. `f` is
+/// `f(a[i], b[i])` for every element, in chunks over the kernels' threads for large tensors. `f` is
 /// taken by value so that its captures are locals the vectorized loop need not reload.
 fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Copy + Send + Sync) -> Vec<T> {
     assert_eq!(a.len(), b.len(), "zip_map: lengths differ");
@@ -115,9 +114,10 @@ fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Copy + Send + Syn
         if a.len() <= CHUNK {
             pass(out, a, b);
         } else {
-            out.par_chunks_mut(CHUNK)
-                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-                .for_each(|(out, (a, b))| pass(out, a, b));
+            par_chunks_mut(out, CHUNK, |i, out| {
+                let r = i * CHUNK..i * CHUNK + out.len();
+                pass(out, &a[r.clone()], &b[r])
+            });
         }
     };
     // SAFETY: `out`, `a` and `b` have the same length and go in the same chunks.
