@@ -10,6 +10,7 @@
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::utils::barrier_pool;
 
@@ -27,15 +28,39 @@ pub fn threads() -> usize {
 /// Runs `f` on ranges that together cover `0..n` once, spread over [`threads`] (inline when
 /// called from inside another loop).
 pub fn par_ranges(n: usize, f: impl Fn(Range<usize>) + Sync) {
+    par_ranges_with(n, || (), |_, r| f(r));
+}
+
+/// As [`par_ranges`], `f` also given a state (scratch memory) that `init` makes once per
+/// thread that takes part, on its first range.
+///
+/// The threads take ranges of `n / (8 threads)` from a shared counter, so a thread slowed
+/// down by another process leaves its share to the others. Kernels are candle custom ops, run
+/// on the thread that calls the op, never on one of candle's workers (where a loop would wait
+/// for itself).
+pub fn par_ranges_with<S>(
+    n: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, Range<usize>) + Sync,
+) {
     if n == 0 {
         return;
     }
-    if n == 1 || threads() == 1 || INSIDE.with(Cell::get) {
-        return f(0..n);
+    let threads = threads();
+    if n == 1 || threads == 1 || INSIDE.with(Cell::get) {
+        return f(&mut init(), 0..n);
     }
-    barrier_pool().execute_chunked(n, |r| {
+    let (next, step) = (AtomicUsize::new(0), n.div_ceil(8 * threads));
+    barrier_pool().execute(|_| {
         let _inside = Inside::enter();
-        f(r)
+        let mut state = None;
+        loop {
+            let lo = next.fetch_add(step, Ordering::Relaxed);
+            if lo >= n {
+                break;
+            }
+            f(state.get_or_insert_with(&init), lo..(lo + step).min(n));
+        }
     });
 }
 
@@ -55,7 +80,7 @@ impl Drop for Inside {
 }
 
 /// `f(&mut state, i, chunk)` for the `i`-th `len`-long chunk of `data` (the last may be
-/// shorter), in parallel; `init` makes a state (scratch memory) for each run of chunks.
+/// shorter), in parallel; `init` makes a state (scratch memory) per thread that takes part.
 pub fn par_chunks_mut_with<T: Send, S>(
     data: &mut [T],
     len: usize,
@@ -64,14 +89,13 @@ pub fn par_chunks_mut_with<T: Send, S>(
 ) {
     let (total, len) = (data.len(), len.max(1));
     let base = SendPtr(data.as_mut_ptr());
-    par_ranges(total.div_ceil(len), |r| {
-        let mut state = init();
+    par_ranges_with(total.div_ceil(len), init, |state, r| {
         for i in r {
             let (lo, hi) = (i * len, ((i + 1) * len).min(total));
             // SAFETY: chunks `lo..hi` of distinct `i` are disjoint parts of `data`, which is
             // borrowed mutably for the whole loop.
             let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(lo), hi - lo) };
-            f(&mut state, i, chunk);
+            f(state, i, chunk);
         }
     });
 }
@@ -119,7 +143,6 @@ impl<T> SendPtr<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn par_map_returns_results_in_index_order() {
@@ -160,5 +183,25 @@ mod tests {
             }
         });
         assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn state_is_made_at_most_once_per_thread() {
+        let inits = AtomicUsize::new(0);
+        let mut data = vec![0usize; 1000];
+        par_chunks_mut_with(
+            &mut data,
+            3,
+            || {
+                inits.fetch_add(1, Ordering::Relaxed);
+                0usize
+            },
+            |seen, i, c| {
+                *seen += 1;
+                c.iter_mut().for_each(|v| *v = i);
+            },
+        );
+        assert!((1..=threads()).contains(&inits.into_inner()));
+        assert!(data.iter().enumerate().all(|(j, &v)| v == j / 3));
     }
 }
