@@ -3,9 +3,10 @@
 //! candle 0.11 runs its element-wise CPU ops on a pool of its own whose workers spin for a
 //! while after each op before they sleep. Kernels on a second pool (rayon's) started while
 //! those workers still spin, so on a two-core machine three threads shared two cores after
-//! every candle op: lowering candle's spin limit made a RealNVP step 8-10% faster and a U-Net
-//! step 7-13% faster, but a DCGAN step, with many small candle ops in a row, 8-20% slower.
-//! Running the kernels on candle's pool keeps one set of threads busy for both.
+//! every candle op. Lowering candle's spin limit from 25,000 to 2,000 made a RealNVP step 8-10%
+//! faster; to 200, a U-Net step 7-13% faster but a DCGAN step, with many small candle ops in a
+//! row, 8-20% slower. Running the kernels on candle's pool keeps one set of threads busy for
+//! both (RealNVP about 13% faster than on rayon's pool with the limit at 1,000).
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;
