@@ -5,9 +5,9 @@
 //!
 //! candle 0.11's CPU convolution backward runs on one core and its transposed convolution is a
 //! direct loop; these kernels gather columns per sample (im2col), multiply with the `gemm`
-//! crate and spread the batch over candle's CPU threads ([`threads`]). Each is a candle custom op whose backward
-//! pass is again a custom op, so the layers stay differentiable (the three convolution ops
-//! are each other's gradients, to any order).
+//! crate and spread the batch over candle's CPU threads ([`threads`]). Each is a candle custom
+//! op whose backward pass is again a custom op, so the layers stay differentiable (the three
+//! convolution ops are each other's gradients, to any order).
 //!
 //! The layers choose them automatically for f32/f64 tensors on the CPU; on other devices they
 //! use candle's ops. `FORJA_KERNELS=off` (or [`set_enabled`]) switches them off, to compare.
@@ -266,11 +266,11 @@ fn matmul_col_major<T: Float>(
     }
 }
 
-/// As [`matmul`], over the kernels' threads ([`threads`]): `dst`'s columns (or, for narrow products, its rows)
-/// are split into one block per thread, each a single-threaded GEMM. The `gemm` crate's own
-/// threading reaches 110-140 GFLOP/s on two cores for a linear layer's products here; these
-/// blocks 150-190 (a single core: 75-140). Every element is summed in the same order however
-/// the work is split.
+/// As [`matmul`], over the kernels' threads ([`threads`]): `dst`'s columns (or, for narrow
+/// products, its rows) are split into one block per thread, each a single-threaded GEMM. The
+/// `gemm` crate's own threading reaches 110-140 GFLOP/s on two cores for a linear layer's
+/// products here; these blocks 150-190 (a single core: 75-140). Every element is summed in the
+/// same order however the work is split.
 fn par_matmul<T: Float, D: Dst<T> + ?Sized>(
     (m, n, k): (usize, usize, usize),
     dst: &mut D,
