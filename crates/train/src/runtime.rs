@@ -10,9 +10,8 @@
 //! - candle's element-wise thread pool spins 25,000 times waiting for work before it sleeps.
 //!   While forja's kernels ran on rayon's pool, that took a core from them (LeNet-5 70 -> 89
 //!   steps/s); they now run on candle's pool (`forja_layers::kernels::threads`), where the
-//!   two limits measured within the noise of each other. It spins 1,000 times, unless
-//!   `CANDLE_BARRIER_POOL_SPIN_LIMIT` is set, so that a worker waiting for work yields its
-//!   core sooner to the training's other threads (data loading, the display).
+//!   two limits measured within the noise of each other, so the lower one is kept: it spins
+//!   1,000 times, unless `CANDLE_BARRIER_POOL_SPIN_LIMIT` is set.
 
 /// Applies both settings; call it before any tensor work (a no-op for the allocator on other
 /// C libraries than glibc).

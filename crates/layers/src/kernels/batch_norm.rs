@@ -5,8 +5,9 @@
 
 use std::mem::MaybeUninit;
 
-use super::{by_dtype, output, par_chunks_mut, par_map, saved, slice, Float};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::{by_dtype, output, par_chunks_mut, par_map, saved, slice, Float};
 
 /// Per-channel mean and (biased) variance of `x: [N, C, S]` on the CPU.
 pub(crate) fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {

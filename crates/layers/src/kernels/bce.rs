@@ -6,8 +6,9 @@
 
 use std::mem::MaybeUninit;
 
-use super::{math, output, par_chunks_mut, par_map, slice, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::{math, output, par_chunks_mut, par_map, slice, Float};
 
 /// `[rows, cols]` of the logits, the targets of the same shape (and `[rows]` for `g`).
 fn dims(op: &str, o: &Layout, x: &Layout) -> Result<(usize, usize)> {

@@ -5,8 +5,9 @@
 
 use std::mem::MaybeUninit;
 
-use super::{output, par_chunks_mut, par_map, slice, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::{output, par_chunks_mut, par_map, slice, Float};
 
 fn dims3(l: &Layout, op: &str) -> Result<(usize, usize, usize)> {
     match *l.dims() {

@@ -9,8 +9,9 @@
 //! `dyᵀ · x` comes out in `W`'s layout, and the bias gradient sums contiguous rows, columns in
 //! parallel.
 
-use super::{output, par_chunks_mut, par_matmul, saved, slice, threads, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::{output, par_chunks_mut, par_matmul, saved, slice, threads, Float};
 
 const NAME: &str = "forja-linear";
 

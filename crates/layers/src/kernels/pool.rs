@@ -4,9 +4,10 @@
 
 use std::mem::MaybeUninit;
 
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+
 use super::{by_dtype, output, par_chunks_mut, saved, slice, zeroed, Float};
 use crate::window::Axis;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 #[derive(Debug, Clone, Copy)]
 struct MaxPool {

@@ -4,11 +4,13 @@
 
 use std::mem::MaybeUninit;
 
-use super::{output, par_chunks_mut, saved, slice, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-/// Elements per parallel chunk; smaller tensors (an MLP's activations) run on the calling
-/// thread, where waking the pool would cost more than the pass (measured on the VAE workload).
+use super::{output, par_chunks_mut, saved, slice, Float};
+
+/// Elements per parallel chunk; smaller tensors (an MLP's activations) are one chunk, which runs
+/// on the calling thread, where waking the pool would cost more than the pass (measured on the
+/// VAE workload).
 const CHUNK: usize = 1 << 16;
 
 #[derive(Debug, Clone, Copy)]
@@ -39,14 +41,10 @@ pub(super) fn map_op<T: Float>(
         }
     };
     let write = |y: &mut [MaybeUninit<T>]| {
-        if x.len() <= CHUNK {
-            pass((y, x));
-        } else {
-            par_chunks_mut(y, CHUNK, |i, y| {
-                let x = &x[i * CHUNK..][..y.len()];
-                pass((y, x))
-            });
-        }
+        par_chunks_mut(y, CHUNK, |i, y| {
+            let x = &x[i * CHUNK..][..y.len()];
+            pass((y, x))
+        })
     };
     // SAFETY: `y` and `x` have the same length and go in the same chunks, every `y` written.
     let y = unsafe { output(x.len(), write) };
@@ -111,14 +109,10 @@ fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Copy + Send + Syn
         }
     };
     let write = |out: &mut [MaybeUninit<T>]| {
-        if a.len() <= CHUNK {
-            pass(out, a, b);
-        } else {
-            par_chunks_mut(out, CHUNK, |i, out| {
-                let r = i * CHUNK..i * CHUNK + out.len();
-                pass(out, &a[r.clone()], &b[r])
-            });
-        }
+        par_chunks_mut(out, CHUNK, |i, out| {
+            let r = i * CHUNK..i * CHUNK + out.len();
+            pass(out, &a[r.clone()], &b[r])
+        })
     };
     // SAFETY: `out`, `a` and `b` have the same length and go in the same chunks.
     unsafe { output(a.len(), write) }
