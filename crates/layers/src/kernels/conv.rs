@@ -6,16 +6,19 @@
 //! Per sample and group: `cols = im2col(x)` is `[C/g * KH * KW, OH * OW]`, then
 //! `y = W · cols`, `cols = Wᵀ · dy` (scattered back by col2im) and `dW += dy · colsᵀ`.
 //! Where the output plane is small, the columns of a few samples sit side by side in one
-//! product. Blocks of samples are spread over the kernels' threads; the weight gradient sums one
-//! buffer per split.
+//! product; where it is large, they are made and used a tile of output rows at a time, so
+//! they stay in the cache. At stride 1 the input gradient is a convolution of `dy` instead.
+//! Blocks of samples are spread over the kernels' threads; the weight gradient sums one buffer
+//! per split.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use super::{
-    add_transposed, assume_init, contiguous, matmul, matmul_col_major, output, par_chunks_mut_with,
-    par_map, saved, slice, threads, write_copy, zeroed, Float,
+    add_transposed, contiguous, matmul, matmul_col_major, output, par_chunks_mut_with, par_map,
+    saved, slice, threads, write_copy, zeroed, Float,
 };
 
 /// Everything a convolution's three ops need: `x: [n, c, h, w]`, `w: [o, c / groups, kh, kw]`,
@@ -115,20 +118,17 @@ impl ConvShape {
         let xs: Vec<Axis> = (0..self.kw)
             .map(|j| Self::axis(self.w, self.ow, sw, pw, dw, j))
             .collect();
-        let same_size = self.stride == [1, 1] && (self.oh, self.ow) == (self.h, self.w);
         let mut taps = Vec::with_capacity(self.rows());
         for ci in 0..self.c / self.groups {
             for y in &ys {
                 for x in &xs {
                     let plane = ((ci * sh + y.phase) * sw + x.phase) * hp * wp;
                     let first = plane + y.start * wp + x.start;
-                    let whole = y.outs == (0, self.oh) && x.outs == (0, self.ow);
                     taps.push(Tap {
                         ys: y.outs,
                         xs: x.outs,
                         first,
                         empty: y.outs.0 >= y.outs.1 || x.outs.0 >= x.outs.1,
-                        covers: same_size && whole && first == plane && self.plane_out() > 0,
                     });
                 }
             }
@@ -137,7 +137,7 @@ impl ConvShape {
     }
 
     /// Splits one group's channels `x: [c/g, h, w]` into their phases (a no-op at stride 1).
-    fn split<'a, T: Float>(&self, x: &'a [T], phases: &'a mut [T]) -> &'a [T] {
+    pub(super) fn split<'a, T: Float>(&self, x: &'a [T], phases: &'a mut [T]) -> &'a [T] {
         if self.stride == [1, 1] {
             return x;
         }
@@ -185,36 +185,37 @@ impl ConvShape {
         }
     }
 
-    /// Copies the windows of one sample's group of channels `x: [c/g, h, w]` into `cols`
-    /// (`rows` rows of `oh * ow`, each `ld` after the previous), zeros where a tap falls into
-    /// padding. `phases` is scratch of [`Self::phases_len`].
+    /// Copies the windows of output rows `y0..y1` of one sample's group of channels into
+    /// `cols` (`rows` rows of `(y1 - y0) * ow`, each `ld` after the previous), zeros where a
+    /// tap falls into padding. `src` is the channels as [`Self::split`] gives them.
     pub(super) fn im2col<T: Float>(
         &self,
         taps: &[Tap],
-        x: &[T],
-        phases: &mut [T],
+        src: &[T],
         (cols, ld): (&mut [T], usize),
+        (y0, y1): (usize, usize),
     ) {
-        let src = self.split(x, phases);
-        let (m, ow, wp) = (self.plane_out(), self.ow, self.phase_dims().1);
+        let (ow, wp) = (self.ow, self.phase_dims().1);
         for (r, tap) in taps.iter().enumerate() {
-            let dst = &mut cols[r * ld..][..m];
-            let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
-            if tap.empty {
+            let dst = &mut cols[r * ld..][..(y1 - y0) * ow];
+            let (ylo, yhi) = (tap.ys.0.max(y0), tap.ys.1.min(y1));
+            if tap.empty || ylo >= yhi {
                 dst.fill(T::ZERO);
                 continue;
             }
-            dst[..ylo * ow].fill(T::ZERO);
-            dst[yhi * ow..].fill(T::ZERO);
+            let first = tap.first + (ylo - tap.ys.0) * wp;
+            let (ys, (xlo, xhi)) = ((ylo - y0, yhi - y0), tap.xs);
+            dst[..ys.0 * ow].fill(T::ZERO);
+            dst[ys.1 * ow..].fill(T::ZERO);
             if ow == wp {
                 // The valid outputs, row after row, read one contiguous run: one copy, then
                 // the entries that wrapped around a row's edge (into padding) are zeroed.
-                let run = tap.run(ow);
-                dst[run.clone()].copy_from_slice(&src[tap.first..][..run.len()]);
-                zero_edges(&mut dst[ylo * ow..yhi * ow], ow, tap.xs);
+                let run = run(ys, tap.xs, ow);
+                dst[run.clone()].copy_from_slice(&src[first..][..run.len()]);
+                zero_edges(&mut dst[ys.0 * ow..ys.1 * ow], ow, tap.xs);
             } else {
-                let lines = dst[ylo * ow..yhi * ow].chunks_exact_mut(ow);
-                for (line, s) in lines.zip(src[tap.first..].chunks(wp)) {
+                let lines = dst[ys.0 * ow..ys.1 * ow].chunks_exact_mut(ow);
+                for (line, s) in lines.zip(src[first..].chunks(wp)) {
                     zero(&mut line[..xlo]);
                     zero(&mut line[xhi..]);
                     line[xlo..xhi].copy_from_slice(&s[..xhi - xlo]);
@@ -233,58 +234,28 @@ impl ConvShape {
         x: &mut [T],
     ) {
         if self.stride == [1, 1] {
-            self.scatter_add(taps, cols, x, false);
+            self.scatter_add(taps, cols, x);
         } else {
             phases.fill(T::ZERO);
-            self.scatter_add(taps, cols, phases, false);
+            self.scatter_add(taps, cols, phases);
             self.merge_add(phases, x);
         }
     }
 
-    /// Whether every channel has a tap that [`Tap::covers`] it (then all channels have one).
-    pub(super) fn covered(taps: &[Tap]) -> bool {
-        taps.iter().any(|t| t.covers)
-    }
-
-    /// [`Self::col2im`] into an uninitialised `x` (one sample's group of channels), for a
-    /// geometry that is [`Self::covered`]: each channel's covering tap is written first, then
-    /// the other taps are added, without zeroing `x` first.
-    pub(super) fn col2im_covered<T: Float>(
-        &self,
-        taps: &[Tap],
-        (cols, ld): (&mut [T], usize),
-        x: &mut [MaybeUninit<T>],
-    ) {
-        let m = self.plane_out();
-        for (r, tap) in taps.iter().enumerate().filter(|(_, t)| t.covers) {
-            write_copy(&mut x[tap.first..][..m], &cols[r * ld..][..m]);
-        }
-        // SAFETY: each channel's plane (`m` long, at its covering tap's `first`) was written.
-        let x = unsafe { assume_init(x) };
-        self.scatter_add(taps, (cols, ld), x, true);
-    }
-
-    /// Adds every column entry into the phase entry (the input at stride 1) it was read from,
-    /// leaving out the covering taps if `skip_covering`.
-    fn scatter_add<T: Float>(
-        &self,
-        taps: &[Tap],
-        (cols, ld): (&mut [T], usize),
-        src: &mut [T],
-        skip_covering: bool,
-    ) {
+    /// Adds every column entry into the phase entry (the input at stride 1) it was read from.
+    fn scatter_add<T: Float>(&self, taps: &[Tap], (cols, ld): (&mut [T], usize), src: &mut [T]) {
         let (m, ow, wp) = (self.plane_out(), self.ow, self.phase_dims().1);
         for (r, tap) in taps.iter().enumerate() {
             let col = &mut cols[r * ld..][..m];
             let ((ylo, yhi), (xlo, xhi)) = (tap.ys, tap.xs);
-            if tap.empty || (skip_covering && tap.covers) {
+            if tap.empty {
                 continue;
             }
             if ow == wp {
                 // One contiguous sum over the whole run, after zeroing the entries that
                 // wrapped around a row's edge (they would land on the neighbouring row).
                 zero_edges(&mut col[ylo * ow..yhi * ow], ow, tap.xs);
-                let run = tap.run(ow);
+                let run = run(tap.ys, tap.xs, ow);
                 let dst = &mut src[tap.first..][..run.len()];
                 dst.iter_mut().zip(&col[run]).for_each(|(d, &v)| *d += v);
             } else {
@@ -299,6 +270,20 @@ impl ConvShape {
         }
     }
 
+    /// Output rows per product at stride 1. A sample's columns (`rows * oh * ow`, 9.4 MB for
+    /// M6's 64->32 layer at 64x64) are written, then read back by the product: beyond the
+    /// caches both ends wait for memory. So large planes go in tiles of whole output rows,
+    /// whose columns stay within [`TILE`] elements, and no narrower than [`MIN_COLS`].
+    pub(super) fn tile_rows(&self) -> usize {
+        let whole = self.oh.max(1);
+        if self.block() > 1 || self.stride != [1, 1] || self.pointwise() {
+            return whole;
+        }
+        let ow = self.ow.max(1);
+        let fit = TILE / (self.rows() * ow).max(1);
+        fit.max(MIN_COLS.div_ceil(ow)).clamp(1, whole)
+    }
+
     /// Samples per product: small output planes (a 7x7 map has 49 columns) make narrow
     /// matrices, on which the GEMM runs below its rate, so several samples' columns are put
     /// side by side until a product has at least [`MIN_COLS`] columns.
@@ -309,22 +294,22 @@ impl ConvShape {
     }
 
     /// Where group `g`'s channels of sample `b` lie in `x: [n, c, h, w]` (or in `dx`).
-    fn x_group(&self, b: usize, g: usize) -> std::ops::Range<usize> {
+    fn x_group(&self, b: usize, g: usize) -> Range<usize> {
         let (cg, plane) = (self.c / self.groups, self.h * self.w);
         let start = (b * self.c + g * cg) * plane;
         start..start + cg * plane
     }
 
-    /// One thread's scratch: the columns (none where a single pointwise sample is its own
-    /// columns), the phases, and one group's `[o/g, nb * m]` block of `y` or `dy` (none when
-    /// samples go one by one).
-    fn scratch<T: Float>(&self) -> (Vec<T>, Vec<T>, Vec<T>) {
+    /// One thread's scratch: the columns of `tile_rows` output rows (none where a single
+    /// pointwise sample is its own columns), the phases, and one group's `[o/g, nb * m]` block
+    /// of `y` or `dy` (none when samples go one by one).
+    fn scratch<T: Float>(&self, tile_rows: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
         let (og, k, m) = self.sizes();
         let nb = self.block();
         let cols = if self.pointwise() && nb == 1 {
             0
         } else {
-            k * m * nb
+            k * (tile_rows * self.ow).min(m) * nb
         };
         let block = if nb == 1 { 0 } else { og * m * nb };
         let zeros = |len| vec![T::ZERO; len];
@@ -341,44 +326,58 @@ impl ConvShape {
         })
     }
 
-    /// The columns of samples `first..first + count`, group `g`, side by side in `cols`
-    /// (`[rows, count * m]`); a single pointwise sample is its own columns.
+    /// The columns of output rows `y0..y1` of samples `first..first + count`, group `g`,
+    /// side by side in `cols` (`[rows, count * (y1 - y0) * ow]`); a single pointwise sample
+    /// is its own columns (its rows are never split).
     fn columns<'a, T: Float>(
         &self,
         (taps, phases, cols): (&[Tap], &mut [T], &'a mut [T]),
         x: &'a [T],
         (first, count, g): (usize, usize, usize),
+        (y0, y1): (usize, usize),
     ) -> &'a [T] {
         if self.pointwise() && count == 1 {
             return &x[self.x_group(first, g)];
         }
-        let ld = count * self.plane_out();
+        let width = (y1 - y0) * self.ow;
         for j in 0..count {
-            let xg = &x[self.x_group(first + j, g)];
-            self.im2col(taps, xg, phases, (&mut cols[j * self.plane_out()..], ld));
+            let src = self.split(&x[self.x_group(first + j, g)], phases);
+            self.im2col(taps, src, (&mut cols[j * width..], count * width), (y0, y1));
         }
         cols
     }
 
+    /// The tiles of output rows ([`Self::tile_rows`]) as `(y0, y1)`.
+    fn tiles(&self) -> impl Iterator<Item = (usize, usize)> {
+        let (oh, t) = (self.oh, self.tile_rows());
+        (0..oh).step_by(t).map(move |y0| (y0, (y0 + t).min(oh)))
+    }
+
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
+        let ow = self.ow;
+        let tn = |(y0, y1): (usize, usize)| (y1 - y0) * ow;
         let write = |y: &mut [MaybeUninit<T>]| {
             par_chunks_mut_with(
                 y,
                 nb * self.o * m,
-                || self.scratch(),
+                || self.scratch(self.tile_rows()),
                 |(cols, phases, out), i, yb| {
                     let (first, count) = (i * nb, (self.n - i * nb).min(nb));
                     let ld = count * m;
                     for g in 0..self.groups {
-                        let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
-                        let cols = self.columns(scratch, x, (first, count, g));
                         let wg = &w[g * og * k..(g + 1) * og * k];
                         if count == 1 {
-                            let yg = &mut yb[g * og * m..];
-                            matmul((og, m, k), yg, m, wg, (k, 1), cols, (m, 1), false);
+                            for rows in self.tiles() {
+                                let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
+                                let cols = self.columns(scratch, x, (first, 1, g), rows);
+                                let (yg, tn) = (&mut yb[g * og * m + rows.0 * ow..], tn(rows));
+                                matmul((og, tn, k), yg, m, wg, (k, 1), cols, (tn, 1), false);
+                            }
                             continue;
                         }
+                        let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
+                        let cols = self.columns(scratch, x, (first, count, g), (0, self.oh));
                         matmul(
                             (og, ld, k),
                             &mut out[..],
@@ -396,8 +395,9 @@ impl ConvShape {
                 },
             )
         };
-        // SAFETY: each block of samples gets every group's `og` planes, by one product or
-        // by one copy per plane of `block_planes`, which covers every sample and channel.
+        // SAFETY: each block of samples gets every group's `og` planes, by one product per
+        // tile of rows (the tiles cover the plane) or by one copy per plane of
+        // `block_planes`, which covers every sample and channel.
         unsafe { output(self.n * self.o * m, write) }
     }
 
@@ -420,50 +420,79 @@ impl ConvShape {
         buf
     }
 
-    /// `dx` from `dy: [n, o, oh, ow]` and `w` (the transposed convolution of `dy`).
+    /// At stride 1 the input gradient is itself a convolution: of `dy`, with the kernel
+    /// flipped and its input and output channels swapped, padded by `(k - 1) * d - p`. Its
+    /// columns (`o * kh * kw` rows) are copied from `dy`, where the transposed product would
+    /// write `c * kh * kw` rows and scatter them back, and its product sums over `o * kh * kw`
+    /// instead of `o` (M6's 64->32 layer at 64x64: 288 instead of 32, at the GEMM's rate).
+    fn data_as_forward(&self) -> Option<Self> {
+        let pad = |k: usize, d: usize, p: usize| ((k - 1) * d).checked_sub(p);
+        let ([ph, pw], [dh, dw]) = (self.padding, self.dilation);
+        (self.stride == [1, 1]).then_some(())?;
+        Some(Self {
+            c: self.o,
+            h: self.oh,
+            w: self.ow,
+            o: self.c,
+            oh: self.h,
+            ow: self.w,
+            padding: [pad(self.kh, dh, ph)?, pad(self.kw, dw, pw)?],
+            ..*self
+        })
+    }
+
+    /// The kernel of [`Self::data_as_forward`]: `w: [o, c/g, kh, kw]` flipped in both spatial
+    /// axes, as `[c, o/g, kh, kw]`.
+    fn flipped<T: Float>(&self, w: &[T]) -> Vec<T> {
+        let (og, cg, taps) = (
+            self.o / self.groups,
+            self.c / self.groups,
+            self.kh * self.kw,
+        );
+        let mut out = vec![T::ZERO; w.len()];
+        for (at, tap_block) in w.chunks_exact(taps).enumerate() {
+            let (g, oc, ci) = (at / (og * cg), at / cg % og, at % cg);
+            let to = &mut out[((g * cg + ci) * og + oc) * taps..][..taps];
+            to.iter_mut()
+                .zip(tap_block.iter().rev())
+                .for_each(|(d, &v)| *d = v);
+        }
+        out
+    }
+
+    /// `dx` from `dy: [n, o, oh, ow]` and `w` (the transposed convolution of `dy`): at
+    /// stride 1 a convolution of its own, else `cols = Wᵀ · dy` scattered back by col2im.
     fn backward_data<T: Float>(&self, dy: &[T], w: &[T]) -> Vec<T> {
+        if let Some(flipped) = self.data_as_forward() {
+            return flipped.forward(dy, &self.flipped(w));
+        }
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
-        let (plane, covered) = (self.h * self.w, Self::covered(&taps));
+        let plane = self.h * self.w;
         let write = |dx: &mut [MaybeUninit<T>]| {
             par_chunks_mut_with(
                 dx,
                 nb * self.c * plane,
-                || self.scratch(),
+                || self.scratch(self.oh),
                 |(cols, phases, dyb), i, dxb| {
-                    // Without covering taps, the thread that sums into the block zeroes
-                    // it first, while it is in its cache.
-                    if !covered {
-                        zeroed(dxb);
-                    }
+                    // The thread that sums into the block zeroes it first, while it is in
+                    // its cache.
+                    let dxb = zeroed(dxb);
                     let (first, count) = (i * nb, (self.n - i * nb).min(nb));
                     let ld = count * m;
                     for g in 0..self.groups {
                         let dyg = self.dy_block(dy, dyb, (first, count, g));
                         let wg = &w[g * og * k..(g + 1) * og * k];
-                        let dxg = &mut dxb[self.x_group(0, g)];
-                        if self.pointwise() && count == 1 {
-                            matmul((k, m, og), dxg, m, wg, (1, k), dyg, (m, 1), false);
-                            continue;
-                        }
                         let cols = &mut cols[..];
                         matmul((k, ld, og), cols, ld, wg, (1, k), dyg, (ld, 1), false);
                         for j in 0..count {
                             let cols = (&mut cols[j * m..], ld);
-                            let dxg = &mut dxb[self.x_group(j, g)];
-                            if covered {
-                                self.col2im_covered(&taps, cols, dxg);
-                            } else {
-                                // SAFETY: the block was zeroed above.
-                                let dxg = unsafe { assume_init(dxg) };
-                                self.col2im(&taps, cols, phases, dxg);
-                            }
+                            self.col2im(&taps, cols, phases, &mut dxb[self.x_group(j, g)]);
                         }
                     }
                 },
             )
         };
-        // SAFETY: every sample's group of channels is written whole: by a pointwise product,
-        // by its covering taps, or zeroed before it is summed into.
+        // SAFETY: every block is zeroed before it is summed into.
         unsafe { output(self.n * self.c * plane, write) }
     }
 
@@ -480,17 +509,23 @@ impl ConvShape {
             let start = part * per_part;
             let end = (start + per_part).min(self.n);
             let mut dw = vec![T::ZERO; self.o * k];
-            let (mut cols, mut phases, mut dyb) = self.scratch();
+            let (mut cols, mut phases, mut dyb) = self.scratch(self.tile_rows());
             for first in (start..end).step_by(nb) {
                 let count = (end - first).min(nb);
-                let ld = count * m;
                 for g in 0..self.groups {
-                    let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
-                    let cols = self.columns(scratch, x, (first, count, g));
                     let dyg = self.dy_block(dy, &mut dyb, (first, count, g));
                     let dwg = &mut dw[g * og * k..(g + 1) * og * k];
-                    let acc = first > start;
-                    matmul_col_major((og, k, ld), dwg, (dyg, (ld, 1)), (cols, (1, ld)), acc);
+                    for rows in self.tiles() {
+                        let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
+                        let cols = self.columns(scratch, x, (first, count, g), rows);
+                        let (dyt, tn) = (
+                            &dyg[rows.0 * self.ow..],
+                            count * (rows.1 - rows.0) * self.ow,
+                        );
+                        let acc = first > start || rows.0 > 0;
+                        let a = (dyt, (count * m, 1));
+                        matmul_col_major((og, k, tn), dwg, a, (cols, (1, tn)), acc);
+                    }
                 }
             }
             dw
@@ -516,6 +551,9 @@ impl ConvShape {
 /// [`ConvShape::block`]): at 196 columns the `gemm` crate ran M5's 7x7 products at 103 GFLOP/s
 /// on one AMD EPYC core, at 49 at 84.
 const MIN_COLS: usize = 192;
+
+/// The most elements of a tile's columns (see [`ConvShape::tile_rows`]).
+const TILE: usize = 1 << 17;
 
 /// Zeroes a few elements (a row's padding, mostly one or none) without a call to `memset`.
 fn zero<T: Float>(s: &mut [T]) {
@@ -550,16 +588,12 @@ pub(super) struct Tap {
     xs: (usize, usize),
     first: usize,
     empty: bool,
-    /// Reads every input element of its channel once, at its own position (at stride 1, the
-    /// centre tap of a "same" convolution, or a pointwise one's only tap).
-    covers: bool,
 }
 
-impl Tap {
-    /// The outputs from the first valid one to the last, in a plane whose rows are `ow` long.
-    fn run(&self, ow: usize) -> std::ops::Range<usize> {
-        self.ys.0 * ow + self.xs.0..(self.ys.1 - 1) * ow + self.xs.1
-    }
+/// The outputs from the first valid one to the last, for valid rows `ys` and columns `xs` of
+/// rows `ow` long.
+fn run((ylo, yhi): (usize, usize), (xlo, xhi): (usize, usize), ow: usize) -> Range<usize> {
+    ylo * ow + xlo..(yhi - 1) * ow + xhi
 }
 
 /// Which of the three products an op computes.
