@@ -281,7 +281,9 @@ impl ConvShape {
         }
         let ow = self.ow.max(1);
         let fit = TILE / (self.rows() * ow).max(1);
-        fit.max(MIN_COLS.div_ceil(ow)).clamp(1, whole)
+        let most = fit.max(MIN_COLS.div_ceil(ow)).clamp(1, whole);
+        // Tiles of even height: 32 rows in tiles of at most 28 are two of 16, not 28 and 4.
+        whole.div_ceil(whole.div_ceil(most))
     }
 
     /// Samples per product: small output planes (a 7x7 map has 49 columns) make narrow
@@ -422,13 +424,15 @@ impl ConvShape {
 
     /// At stride 1 the input gradient is itself a convolution: of `dy`, with the kernel
     /// flipped and its input and output channels swapped, padded by `(k - 1) * d - p`. Its
-    /// columns (`o * kh * kw` rows) are copied from `dy`, where the transposed product would
-    /// write `c * kh * kw` rows and scatter them back, and its product sums over `o * kh * kw`
-    /// instead of `o` (M6's 64->32 layer at 64x64: 288 instead of 32, at the GEMM's rate).
+    /// columns (`o * kh * kw` rows of `h * w`) are copied from `dy`, where the transposed
+    /// product writes `c * kh * kw` rows of `oh * ow` and scatters them back; it is taken where
+    /// its columns are no more (M6's 64->32 layer at 64x64: half). Taken at LeNet-5's 6->16
+    /// 5x5 layer (five times more), it cost M1 a third of its speed.
     fn data_as_forward(&self) -> Option<Self> {
         let pad = |k: usize, d: usize, p: usize| ((k - 1) * d).checked_sub(p);
         let ([ph, pw], [dh, dw]) = (self.padding, self.dilation);
-        (self.stride == [1, 1]).then_some(())?;
+        let fewer = self.o * self.h * self.w <= self.c * self.plane_out();
+        (self.stride == [1, 1] && fewer).then_some(())?;
         Some(Self {
             c: self.o,
             h: self.oh,
