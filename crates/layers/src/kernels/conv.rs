@@ -7,7 +7,7 @@
 //! `y = W · cols`, `cols = Wᵀ · dy` (scattered back by col2im) and `dW += dy · colsᵀ`.
 //! Where the output plane is small, the columns of a few samples sit side by side in one
 //! product; where it is large, they are made and used a tile of output rows at a time, so
-//! they stay in the cache. At stride 1 the input gradient is a convolution of `dy` instead.
+//! they stay in the cache. At stride 1 the input gradient is mostly a convolution of `dy` instead.
 //! Blocks of samples are spread over the kernels' threads; the weight gradient sums one buffer
 //! per split.
 
@@ -426,13 +426,16 @@ impl ConvShape {
     /// flipped and its input and output channels swapped, padded by `(k - 1) * d - p`. Its
     /// columns (`o * kh * kw` rows of `h * w`) are copied from `dy`, where the transposed
     /// product writes `c * kh * kw` rows of `oh * ow` and scatters them back; it is taken where
-    /// its columns are no more (M6's 64->32 layer at 64x64: half). Taken at LeNet-5's 6->16
-    /// 5x5 layer (five times more), it cost M1 a third of its speed.
+    /// its columns are no more (M6's 64->32 layer at 64x64: half), and for a pointwise one
+    /// (`dy` is its own columns). Taken at LeNet-5's 6->16 5x5 layer (five times more
+    /// columns), it cost M1 a third of its speed.
     fn data_as_forward(&self) -> Option<Self> {
         let pad = |k: usize, d: usize, p: usize| ((k - 1) * d).checked_sub(p);
         let ([ph, pw], [dh, dw]) = (self.padding, self.dilation);
-        let fewer = self.o * self.h * self.w <= self.c * self.plane_out();
-        (self.stride == [1, 1] && fewer).then_some(())?;
+        let fewer = self.pointwise() || self.o * self.h * self.w <= self.c * self.plane_out();
+        if self.stride != [1, 1] || !fewer {
+            return None;
+        }
         Some(Self {
             c: self.o,
             h: self.oh,
@@ -464,8 +467,9 @@ impl ConvShape {
         out
     }
 
-    /// `dx` from `dy: [n, o, oh, ow]` and `w` (the transposed convolution of `dy`): at
-    /// stride 1 a convolution of its own, else `cols = Wᵀ · dy` scattered back by col2im.
+    /// `dx` from `dy: [n, o, oh, ow]` and `w` (the transposed convolution of `dy`): a
+    /// convolution of its own where [`Self::data_as_forward`] says so, else `cols = Wᵀ · dy`
+    /// scattered back by col2im.
     fn backward_data<T: Float>(&self, dy: &[T], w: &[T]) -> Vec<T> {
         if let Some(flipped) = self.data_as_forward() {
             return flipped.forward(dy, &self.flipped(w));
