@@ -641,10 +641,11 @@ fn conv_kernel_matches_candle_when_threads_run_several_blocks_of_samples() {
 
 #[test]
 fn conv_kernel_matches_candle_when_large_planes_go_in_row_tiles() {
-    // 64x64 outputs of 2 groups of 16 channels, 3x3: 144 column rows of 64 columns per
-    // output row, so the forward pass and the weight gradient go in tiles of 13 rows (the last
-    // one 12). "Same" padding takes the input gradient as a convolution of its own (8 channels,
-    // tiles of 32 rows); padding 3 (68x68 outputs) takes the transposed product and col2im.
+    // 2 groups of 16 channels, 3x3: 144 column rows of 64 columns per output row, so the
+    // forward pass and the weight gradient go in tiles: of 13 rows (the last one 12) for the
+    // 64x64 outputs of "same" padding, which takes the input gradient as a convolution of its
+    // own (8 channels, tiles of 32 rows); of 14 (the last one 12) for padding 3 (68x68
+    // outputs), which takes the transposed product and col2im.
     for padding in [1, 3] {
         let g = Geom::of((2, 2, 16, 4), [64; 2], [3; 2], [1; 2], [padding; 2], [1; 2]);
         let shape = g.shape();
