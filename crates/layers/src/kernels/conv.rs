@@ -341,7 +341,7 @@ impl ConvShape {
         if self.pointwise() && count == 1 {
             return &x[self.x_group(first, g)];
         }
-        let width = (y1 - y0) * self.ow;
+        let width = self.width((y0, y1));
         for j in 0..count {
             let src = self.split(&x[self.x_group(first + j, g)], phases);
             self.im2col(taps, src, (&mut cols[j * width..], count * width), (y0, y1));
@@ -355,10 +355,13 @@ impl ConvShape {
         (0..oh).step_by(t).map(move |y0| (y0, (y0 + t).min(oh)))
     }
 
+    /// Output positions in output rows `y0..y1` of one sample.
+    fn width(&self, (y0, y1): (usize, usize)) -> usize {
+        (y1 - y0) * self.ow
+    }
+
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
-        let ow = self.ow;
-        let tn = |(y0, y1): (usize, usize)| (y1 - y0) * ow;
         let write = |y: &mut [MaybeUninit<T>]| {
             par_chunks_mut_with(
                 y,
@@ -373,7 +376,8 @@ impl ConvShape {
                             for rows in self.tiles() {
                                 let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
                                 let cols = self.columns(scratch, x, (first, 1, g), rows);
-                                let (yg, tn) = (&mut yb[g * og * m + rows.0 * ow..], tn(rows));
+                                let yg = &mut yb[g * og * m + rows.0 * self.ow..];
+                                let tn = self.width(rows);
                                 matmul((og, tn, k), yg, m, wg, (k, 1), cols, (tn, 1), false);
                             }
                             continue;
@@ -526,10 +530,7 @@ impl ConvShape {
                     for rows in self.tiles() {
                         let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
                         let cols = self.columns(scratch, x, (first, count, g), rows);
-                        let (dyt, tn) = (
-                            &dyg[rows.0 * self.ow..],
-                            count * (rows.1 - rows.0) * self.ow,
-                        );
+                        let (dyt, tn) = (&dyg[rows.0 * self.ow..], count * self.width(rows));
                         let acc = first > start || rows.0 > 0;
                         let a = (dyt, (count * m, 1));
                         matmul_col_major((og, k, tn), dwg, a, (cols, (1, tn)), acc);
