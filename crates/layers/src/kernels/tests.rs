@@ -273,9 +273,24 @@ proptest! {
             }
         }
         let mut got = start.clone();
-        s.col2im(&s.taps(), (&mut cols[at..], ld), &mut phases, &mut got);
+        s.col2im(&s.taps(), (&mut cols[at..], ld), (0, s.oh), &mut phases, &mut got);
         let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         prop_assert!(worst < 1e-12, "col2im differs by {}", worst);
+
+        // A tile of output rows adds those rows' entries alone.
+        let mut tile: Vec<f64> = randn(seed ^ 3, &[rows * width]).to_vec1().unwrap();
+        let mut want = start.clone();
+        for (r, row) in tile.chunks(width).enumerate() {
+            for (v, i) in row.iter().zip(&source[r * m + y0 * s.ow..][..width]) {
+                if let Some(i) = i {
+                    want[*i] += v;
+                }
+            }
+        }
+        let mut got = start;
+        s.col2im(&s.taps(), (&mut tile, width), (y0, y1), &mut phases, &mut got);
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        prop_assert!(worst < 1e-12, "col2im of rows {}..{} differs by {}", y0, y1, worst);
     }
 
     #[test]
@@ -645,7 +660,7 @@ fn conv_kernel_matches_candle_when_large_planes_go_in_row_tiles() {
     // forward pass and the weight gradient go in tiles: of 13 rows (the last one 12) for the
     // 64x64 outputs of "same" padding, which takes the input gradient as a convolution of its
     // own (8 channels, tiles of 32 rows); of 14 (the last one 12) for padding 3 (68x68
-    // outputs), which takes the transposed product and col2im.
+    // outputs), whose input gradient takes the transposed product and col2im in the same tiles.
     for padding in [1, 3] {
         let g = Geom::of((2, 2, 16, 4), [64; 2], [3; 2], [1; 2], [padding; 2], [1; 2]);
         let shape = g.shape();
