@@ -111,28 +111,21 @@ impl BatchNorm {
         Ok(())
     }
 
-    /// Training mode with forja's CPU kernels: statistics and normalisation (and the ReLU
-    /// after it, if `relu`) each in one parallel pass, the backward pass in one more.
+    /// Training mode with forja's CPU kernels: per channel, the statistics, the normalisation
+    /// (and the ReLU after it, if `relu`) while the channel is in the cache; the backward
+    /// pass likewise.
     fn normalize_kernel(&self, x3: &Tensor, count: usize, relu: bool) -> Result<Tensor> {
-        let (mean, var) = kernels::channel_stats(x3)?;
-        let c = mean.len();
-        let dev = x3.device();
+        let (c, dev) = (x3.dim(1)?, x3.device());
+        let ones = || Tensor::ones(c, x3.dtype(), dev);
+        let w = self.weight.clone().map_or_else(ones, Ok)?;
+        let b = self.bias.clone().map_or_else(|| w.zeros_like(), Ok)?;
+        let (y, mean, var) = kernels::batch_norm_train(x3, self.cfg.eps, (&w, &b), relu)?;
         self.update_running(
             &Tensor::from_slice(&mean, c, dev)?,
             &Tensor::from_slice(&var, c, dev)?,
             count,
         )?;
-        let ones = || Tensor::ones(c, x3.dtype(), dev);
-        let w = self.weight.clone().map_or_else(ones, Ok)?;
-        let b = self.bias.clone().map_or_else(|| w.zeros_like(), Ok)?;
-        let stats = (mean, var);
-        Ok(kernels::batch_norm_train(
-            x3,
-            stats,
-            self.cfg.eps,
-            (&w, &b),
-            relu,
-        )?)
+        Ok(y)
     }
 
     /// Works on the `[N, C, S]` view (S = spatial size): per-channel statistics are a fast

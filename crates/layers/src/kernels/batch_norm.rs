@@ -1,140 +1,132 @@
-//! Batch norm in training mode on the `[N, C, S]` view: per-channel statistics in f64 (two
-//! passes, mean then squared deviations), then `y = (x - mean) / sqrt(var + eps) * w + b` in one
-//! pass. The backward op gives all three gradients in one pass over `x` and `dy`:
-//! `dx = w / σ · (dy - mean(dy) - x̂ · mean(dy · x̂))`, `dw = Σ dy · x̂`, `db = Σ dy`.
+//! Batch norm in training mode on the `[N, C, S]` view. Per channel: the statistics in f64
+//! (two passes, mean then squared deviations), then `y = x · k + t` with the channel's scale
+//! `k = w / σ` and shift `t = b - mean · k`, then a ReLU if asked. The backward op gives all
+//! three gradients: `dx = w / σ · (g - mean(g) - x̂ · mean(g · x̂))`, `dw = Σ g · x̂`,
+//! `db = Σ g`, where `g` is the output gradient, zeroed where the ReLU cut (read off
+//! `x · k + t` again, so the output need not be kept).
+//!
+//! Both ops take one channel at a time (a task each), from its sums to its output: the
+//! channel's values (400 KB for ResNet-20's 16-channel layers at batch 128) are still in the
+//! core's cache when it writes the channel's output.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::{by_dtype, output, par_chunks_mut, par_map, saved, slice, Float};
+use super::{by_dtype, output, par_chunks_mut, par_map, saved, slice, Float, SendPtr};
 
-/// Per-channel mean and (biased) variance of `x: [N, C, S]` on the CPU.
-pub(crate) fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
-    let x = x.contiguous()?;
-    let dims = x.dims3()?;
-    let (storage, layout) = x.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("forja-batch-norm: statistics of CPU tensors only")
-    };
-    by_dtype!("forja-batch-norm", cpu, stats(cpu, layout, dims))
+/// `[N, C, S]`.
+type Dims = (usize, usize, usize);
+
+/// A batch's per-channel statistics as the forward op computed them, with the scale and
+/// shift it applied (values of `T`, widened to f64 exactly), which the backward op reuses.
+#[derive(Debug, Clone)]
+struct Stats {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    inv_std: Vec<f64>,
+    scale_shift: Vec<[f64; 2]>,
 }
 
-fn stats<T: Float>(
-    s: &CpuStorage,
-    l: &Layout,
-    dims: (usize, usize, usize),
-) -> Result<(Vec<f64>, Vec<f64>)> {
-    let data = slice::<T>(s, l, "forja-batch-norm")?;
-    let (n, c, s_len) = dims;
-    let count = (n * s_len) as f64;
-    if s_len == 1 {
-        let mean: Vec<f64> = channel_sums(data, data, dims, |_| |v, _| [v, 0.0])
-            .iter()
-            .map(|[s, _]| s / count)
-            .collect();
-        let var = channel_sums(data, data, dims, |ch| {
-            let m = mean[ch];
-            move |v, _| [(v - m) * (v - m), 0.0]
-        })
-        .iter()
-        .map(|[s, _]| s / count)
-        .collect();
-        return Ok((mean, var));
-    }
-    // One task per channel, so the second pass reads the channel while it is still in cache
-    // (ResNet-20's 16-channel layers at batch 128: 400 KB a channel, 25% faster than two
-    // passes over the whole tensor).
-    Ok(par_map(c, |ch| {
-        let rows = || (0..n).map(move |i| &data[(i * c + ch) * s_len..][..s_len]);
-        let mean = rows()
-            .map(|r| lane_sums(r, r, |v, _| [v, 0.0])[0])
-            .sum::<f64>()
-            / count;
-        let var = rows()
-            .map(|r| lane_sums(r, r, |v, _| [(v - mean) * (v - mean), 0.0])[0])
-            .sum::<f64>()
-            / count;
-        (mean, var)
-    })
-    .into_iter()
-    .unzip())
+/// Channel `ch`'s rows of `[N, C, S]`, as ranges of the flat data.
+fn rows((n, c, s): Dims, ch: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..n).map(move |i| (i * c + ch) * s..(i * c + ch + 1) * s)
 }
 
-/// Per channel `ch` of `a, b: [N, C, S]`, two sums `Σ f(ch)(a[i], b[i])` over its elements,
-/// in f64 and in an order fixed by the shape. `f(ch)` holds the channel's constants.
-fn channel_sums<T: Float, F: Fn(f64, f64) -> [f64; 2]>(
+/// Per channel `ch` of `a, b: [N, C]`, two sums `Σ f(ch)(a[i], b[i])` over its column, in
+/// f64 and in an order fixed by the shape. `f(ch)` holds the channel's constants.
+fn column_sums<T: Float, F: Fn(T, T) -> [f64; 2]>(
     a: &[T],
     b: &[T],
-    (n, c, s): (usize, usize, usize),
+    (n, c): (usize, usize),
     f: impl Fn(usize) -> F + Sync,
 ) -> Vec<[f64; 2]> {
-    if s == 1 {
-        // `[N, C]` (BatchNorm1d): a channel's values are a column, so each thread sums a
-        // block of columns row by row, along the contiguous channels.
-        return par_map(c.div_ceil(COLUMNS), |block| {
-            let c0 = block * COLUMNS;
-            let cols = c0..(c0 + COLUMNS).min(c);
-            let fs: Vec<F> = cols.clone().map(&f).collect();
-            let (mut acc0, mut acc1) = (vec![0.0f64; cols.len()], vec![0.0f64; cols.len()]);
-            for i in 0..n {
-                let (ra, rb) = (&a[i * c..][cols.clone()], &b[i * c..][cols.clone()]);
-                let accs = acc0.iter_mut().zip(acc1.iter_mut());
-                for (((f, (s0, s1)), &va), &vb) in fs.iter().zip(accs).zip(ra).zip(rb) {
-                    let [p, q] = f(va.to_f64(), vb.to_f64());
-                    *s0 += p;
-                    *s1 += q;
-                }
+    // A channel's values are a column, so each thread sums a block of columns row by row,
+    // along the contiguous channels.
+    par_map(c.div_ceil(COLUMNS), |block| {
+        let c0 = block * COLUMNS;
+        let cols = c0..(c0 + COLUMNS).min(c);
+        let fs: Vec<F> = cols.clone().map(&f).collect();
+        let (mut acc0, mut acc1) = (vec![0.0f64; cols.len()], vec![0.0f64; cols.len()]);
+        for i in 0..n {
+            let (ra, rb) = (&a[i * c..][cols.clone()], &b[i * c..][cols.clone()]);
+            let accs = acc0.iter_mut().zip(acc1.iter_mut());
+            for (((f, (s0, s1)), &va), &vb) in fs.iter().zip(accs).zip(ra).zip(rb) {
+                let [p, q] = f(va, vb);
+                *s0 += p;
+                *s1 += q;
             }
-            acc0.into_iter()
-                .zip(acc1)
-                .map(|(p, q)| [p, q])
-                .collect::<Vec<_>>()
-        })
-        .concat();
-    }
-    par_map(c, |ch| {
-        let f = f(ch);
-        (0..n)
-            .map(|i| {
-                let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                lane_sums(&a[r.clone()], &b[r], &f)
-            })
-            .fold([0.0, 0.0], |[a, b], [p, q]| [a + p, b + q])
+        }
+        acc0.into_iter()
+            .zip(acc1)
+            .map(|(p, q)| [p, q])
+            .collect::<Vec<_>>()
     })
+    .concat()
 }
 
-/// Columns per task of [`channel_sums`] on `[N, C]`: the accumulators stay in the L1 cache.
+/// Columns per task of [`column_sums`]: the accumulators stay in the L1 cache.
 const COLUMNS: usize = 512;
 
-/// `out[i] = f(ch)(a[i], b[i])` over `[N, C, S]`, `ch` the channel of `i`; `f(ch)` holds the
-/// channel's constants.
-fn map_channels<T: Float, F: Fn(T, T) -> T + Sync>(
+/// `out[i, ch] = f(ch)(a[i, ch], b[i, ch])` over `[N, C]`; `f(ch)` holds the channel's
+/// constants.
+fn map_columns<T: Float, F: Fn(T, T) -> T + Sync>(
     out: &mut [MaybeUninit<T>],
     (a, b): (&[T], &[T]),
-    (c, s): (usize, usize),
-    f: impl Fn(usize) -> F + Sync,
+    c: usize,
+    f: impl Fn(usize) -> F,
 ) {
     assert!(
         out.len() == a.len() && a.len() == b.len(),
-        "map_channels: lengths differ"
+        "map_columns: lengths differ"
     );
-    if s == 1 {
-        let fs: Vec<F> = (0..c).map(f).collect();
-        par_chunks_mut(out, c, |i, o| {
-            let (a, b) = (&a[i * c..][..o.len()], &b[i * c..][..o.len()]);
-            for (((o, &a), &b), f) in o.iter_mut().zip(a).zip(b).zip(&fs) {
-                o.write(f(a, b));
-            }
-        });
-    } else {
-        par_chunks_mut(out, s, |row, o| {
-            let (a, b) = (&a[row * s..][..o.len()], &b[row * s..][..o.len()]);
-            let f = f(row % c);
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                o.write(f(a, b));
-            }
-        });
+    let fs: Vec<F> = (0..c).map(f).collect();
+    par_chunks_mut(out, c, |i, o| {
+        let (a, b) = (&a[i * c..][..o.len()], &b[i * c..][..o.len()]);
+        for (((o, &a), &b), f) in o.iter_mut().zip(a).zip(b).zip(&fs) {
+            o.write(f(a, b));
+        }
+    });
+}
+
+/// For each channel of `[N, C, S]` (S > 1), one task: `f(ch, out)` may write the channel's
+/// rows of `out` and returns the channel's result.
+fn per_channel<T: Float, R: Send>(
+    out: &mut [MaybeUninit<T>],
+    dims: Dims,
+    f: impl Fn(usize, ChannelOut<T>) -> R + Sync,
+) -> Vec<R> {
+    let base = SendPtr(out.as_mut_ptr());
+    par_map(dims.1, |ch| f(ch, ChannelOut { base, dims, ch }))
+}
+
+/// One channel's rows of an output; only the task of that channel gets one.
+struct ChannelOut<T> {
+    base: SendPtr<MaybeUninit<T>>,
+    dims: Dims,
+    ch: usize,
+}
+
+impl<T> ChannelOut<T> {
+    /// `f(r, row)` for each of the channel's rows: its range in the flat data, and the row.
+    fn each(self, mut f: impl FnMut(Range<usize>, &mut [MaybeUninit<T>])) {
+        for r in rows(self.dims, self.ch) {
+            // SAFETY: channel `ch`'s rows are inside the output, which `per_channel` borrows
+            // mutably for the whole loop, and disjoint from every other channel's.
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(self.base.get().add(r.start), r.len()) };
+            f(r, row);
+        }
+    }
+}
+
+/// `row[i] = f(a[i], b[i])`. `f` comes by value: captured by reference, its constants were
+/// reloaded after every store, and the loop ran scalar.
+fn map_row<T: Float>(row: &mut [MaybeUninit<T>], (a, b): (&[T], &[T]), f: impl Fn(T, T) -> T) {
+    for ((o, &a), &b) in row.iter_mut().zip(a).zip(b) {
+        o.write(f(a, b));
     }
 }
 
@@ -143,113 +135,206 @@ fn map_channels<T: Float, F: Fn(T, T) -> T + Sync>(
 const LANES: usize = 8;
 
 /// `Σ f(a[i], b[i])`, two sums at once, in f64 over [`LANES`] partial sums (a fixed order).
-fn lane_sums<T: Float>(a: &[T], b: &[T], f: impl Fn(f64, f64) -> [f64; 2]) -> [f64; 2] {
+fn lane_sums<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> [f64; 2]) -> [f64; 2] {
     let mut acc = [[0.0f64; LANES]; 2];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (xa, xb) in ca.zip(cb) {
         for l in 0..LANES {
-            let [p, q] = f(xa[l].to_f64(), xb[l].to_f64());
+            let [p, q] = f(xa[l], xb[l]);
             acc[0][l] += p;
             acc[1][l] += q;
         }
     }
     for (l, (&xa, &xb)) in ra.iter().zip(rb).enumerate() {
-        let [p, q] = f(xa.to_f64(), xb.to_f64());
+        let [p, q] = f(xa, xb);
         acc[0][l] += p;
         acc[1][l] += q;
     }
     acc.map(|lanes| lanes.iter().sum())
 }
 
-/// The normalisation with fixed per-channel statistics; inputs `(x [N, C, S], w [C], b [C])`,
-/// optionally followed by a ReLU (one stored activation fewer per layer, and one pass less).
-#[derive(Debug, Clone)]
+/// `y = x · k + t`, then the ReLU's floor (zero, or none).
+fn normalize<T: Float>(k: T, t: T, floor: T) -> impl Fn(T, T) -> T + Copy {
+    move |x, _| {
+        let v = x * k + t;
+        if v < floor {
+            floor
+        } else {
+            v
+        }
+    }
+}
+
+/// The normalisation in training mode, inputs `(x [N, C, S], w [C], b [C])`, optionally
+/// followed by a ReLU (one stored activation fewer per layer, and one pass less). It keeps
+/// the batch's statistics for the backward op and for the caller.
+#[derive(Debug)]
 struct BatchNormTrain {
-    mean: Vec<f64>,
-    inv_std: Vec<f64>,
+    eps: f64,
     relu: bool,
+    stats: Arc<OnceLock<Stats>>,
 }
 
 impl BatchNormTrain {
-    fn dims(&self, l: &Layout) -> Result<(usize, usize, usize)> {
+    fn dims(l: &Layout, c: usize) -> Result<Dims> {
         match *l.dims() {
-            [n, c, s] if c == self.mean.len() => Ok((n, c, s)),
-            ref d => candle_core::bail!(
-                "forja-batch-norm: expected [N, {}, S], got {d:?}",
-                self.mean.len()
-            ),
+            [n, ch, s] if ch == c => Ok((n, ch, s)),
+            ref d => candle_core::bail!("forja-batch-norm: expected [N, {c}, S], got {d:?}"),
         }
     }
 
-    fn forward<T: Float>(
-        &self,
-        x: &[T],
-        w: &[T],
-        b: &[T],
-        (_, c, s): (usize, usize, usize),
-    ) -> Vec<T> {
+    /// `y` and the statistics it was normalised with.
+    fn forward<T: Float>(&self, x: &[T], w: &[T], b: &[T], dims: Dims) -> (Vec<T>, Stats) {
+        let (n, c, s) = dims;
+        let count = (n * s) as f64;
         // A local, so the inner loops need not reload it after every store.
         let floor = if self.relu { T::ZERO } else { T::NEG_INFINITY };
-        let scale: Vec<T> = (0..c)
-            .map(|ch| T::from_f64(self.inv_std[ch]) * w[ch])
-            .collect();
-        let shift: Vec<T> = (0..c)
-            .map(|ch| b[ch] - T::from_f64(self.mean[ch]) * scale[ch])
-            .collect();
-        let write = |y: &mut [MaybeUninit<T>]| {
-            map_channels(y, (x, x), (c, s), |ch| {
-                let (k, t) = (scale[ch], shift[ch]);
-                move |x, _| {
-                    let v = x * k + t;
-                    if v < floor {
-                        floor
-                    } else {
-                        v
-                    }
-                }
-            })
+        // The channel's 1/σ, scale and shift from its mean and variance.
+        let affine = |ch: usize, mean: f64, var: f64| {
+            let inv = 1.0 / (var + self.eps).sqrt();
+            let k = T::from_f64(inv) * w[ch];
+            (inv, k, b[ch] - T::from_f64(mean) * k)
         };
-        // SAFETY: `map_channels` writes every element of `y`.
-        unsafe { output(x.len(), write) }
+        let mut per = Vec::new();
+        let write = |y: &mut [MaybeUninit<T>]| {
+            if s == 1 {
+                let sums = column_sums(x, x, (n, c), |_| |v: T, _| [v.to_f64(), 0.0]);
+                let mean: Vec<f64> = sums.iter().map(|[s, _]| s / count).collect();
+                let var = column_sums(x, x, (n, c), |ch| {
+                    let m = mean[ch];
+                    move |v: T, _| [(v.to_f64() - m) * (v.to_f64() - m), 0.0]
+                });
+                per = (0..c)
+                    .map(|ch| {
+                        let (m, v) = (mean[ch], var[ch][0] / count);
+                        (m, v, affine(ch, m, v))
+                    })
+                    .collect();
+                map_columns(y, (x, x), c, |ch| {
+                    normalize(per[ch].2 .1, per[ch].2 .2, floor)
+                });
+                return;
+            }
+            per = per_channel(y, dims, |ch, out| {
+                let mean = rows(dims, ch)
+                    .map(|r| lane_sums(&x[r.clone()], &x[r], |v, _| [v.to_f64(), 0.0])[0])
+                    .sum::<f64>()
+                    / count;
+                let var = rows(dims, ch)
+                    .map(|r| {
+                        let d = |v: T| v.to_f64() - mean;
+                        lane_sums(&x[r.clone()], &x[r], |v, _| [d(v) * d(v), 0.0])[0]
+                    })
+                    .sum::<f64>()
+                    / count;
+                let (inv, k, t) = affine(ch, mean, var);
+                let f = normalize(k, t, floor);
+                out.each(|r, row| map_row(row, (&x[r.clone()], &x[r]), f));
+                (mean, var, (inv, k, t))
+            });
+        };
+        // SAFETY: `map_columns` writes every element of `y`, as does `per_channel` (every
+        // channel's every row).
+        let y = unsafe { output(x.len(), write) };
+        let stats = Stats {
+            mean: per.iter().map(|p| p.0).collect(),
+            var: per.iter().map(|p| p.1).collect(),
+            inv_std: per.iter().map(|p| p.2 .0).collect(),
+            scale_shift: per
+                .iter()
+                .map(|p| [p.2 .1.to_f64(), p.2 .2.to_f64()])
+                .collect(),
+        };
+        (y, stats)
     }
+}
 
-    /// `[dx (N*C*S), dw (C), db (C)]` flat.
-    fn backward<T: Float>(
-        &self,
-        x: &[T],
-        dy: &[T],
-        w: &[T],
-        (n, c, s): (usize, usize, usize),
-    ) -> Vec<T> {
+/// The backward op of [`BatchNormTrain`], with its statistics: `(x, dy, w) -> [dx, dw, db]`
+/// flat. It has no gradient of its own (with `CANDLE_GRAD_DO_NOT_DETACH`, a second derivative
+/// through batch norm fails with candle's "backward not supported" error rather than coming
+/// out wrong).
+struct BatchNormBackward {
+    stats: Stats,
+    relu: bool,
+}
+
+impl BatchNormBackward {
+    fn backward<T: Float>(&self, x: &[T], dy: &[T], w: &[T], dims: Dims) -> Vec<T> {
+        let (n, c, s) = dims;
         let count = (n * s) as f64;
-        let (mean, inv) = (&self.mean, &self.inv_std);
-        // Per channel: Σ dy and Σ dy · x̂ (f64).
-        let sums = channel_sums(dy, x, (n, c, s), |ch| {
-            let (m, k) = (mean[ch], inv[ch]);
-            move |g, v| [g, g * (v - m) * k]
-        });
+        let (st, relu) = (&self.stats, self.relu);
+        // The output gradient times the ReLU's slope (1 where `x · k + t > 0`, else 0), as
+        // ReLU's own backward pass gives it.
+        let gate = |ch: usize| {
+            let [k, t] = st.scale_shift[ch].map(T::from_f64);
+            move |g: T, v: T| {
+                if !relu || v * k + t > T::ZERO {
+                    g
+                } else {
+                    g * T::ZERO
+                }
+            }
+        };
+        // Per channel, in f64: `Σ g` and `Σ g · x̂`.
+        let terms = |ch: usize| {
+            let (m, inv) = (st.mean[ch], st.inv_std[ch]);
+            move |g: T, v: T| {
+                let g = g.to_f64();
+                [g, g * (v.to_f64() - m) * inv]
+            }
+        };
         // dx = k (g - mg - (x - mean) inv mgx) as one multiply-add chain in T per element,
         // its coefficients per channel in f64.
-        let coefs: Vec<[T; 4]> = (0..c)
-            .map(|ch| {
-                let (mg, mgx) = (sums[ch][0] / count, sums[ch][1] / count);
-                let k = w[ch].to_f64() * inv[ch];
-                [k, -k * inv[ch] * mgx, -k * mg, mean[ch]].map(T::from_f64)
-            })
-            .collect();
+        let dx = |ch: usize, [sg, sgx]: [f64; 2]| {
+            let (mg, mgx, inv) = (sg / count, sgx / count, st.inv_std[ch]);
+            let k = w[ch].to_f64() * inv;
+            let [a, b, c0, m] = [k, -k * inv * mgx, -k * mg, st.mean[ch]].map(T::from_f64);
+            let gate = gate(ch);
+            move |g: T, v: T| a * gate(g, v) + b * (v - m) + c0
+        };
+        let mut sums = Vec::new();
         let write = |out: &mut [MaybeUninit<T>]| {
-            let (dx, dwb) = out.split_at_mut(x.len());
-            map_channels(dx, (dy, x), (c, s), |ch| {
-                let [a, b, c0, m] = coefs[ch];
-                move |g, v| a * g + b * (v - m) + c0
-            });
+            let (dxs, dwb) = out.split_at_mut(x.len());
+            if s == 1 {
+                sums = column_sums(dy, x, (n, c), |ch| {
+                    let (f, gate) = (terms(ch), gate(ch));
+                    move |g, v| f(gate(g, v), v)
+                });
+                map_columns(dxs, (dy, x), c, |ch| dx(ch, sums[ch]));
+            } else {
+                sums = per_channel(dxs, dims, |ch, out| {
+                    let (f, gate) = (terms(ch), gate(ch));
+                    // The gated gradient of a row, made in `T` before the sums in f64 (a
+                    // comparison in `T` among the sums' f64 arithmetic kept them from being
+                    // vectorized).
+                    let mut gated = vec![T::ZERO; if relu { s } else { 0 }];
+                    let sum = rows(dims, ch)
+                        .map(|r| {
+                            let g = if relu {
+                                let (dy, x, gate) = (&dy[r.clone()], &x[r.clone()], gate);
+                                for ((o, &g), &v) in gated.iter_mut().zip(dy).zip(x) {
+                                    *o = gate(g, v);
+                                }
+                                &gated[..]
+                            } else {
+                                &dy[r.clone()]
+                            };
+                            lane_sums(g, &x[r], f)
+                        })
+                        .fold([0.0, 0.0], |[a, b], [p, q]| [a + p, b + q]);
+                    let f = dx(ch, sum);
+                    out.each(|r, row| map_row(row, (&dy[r.clone()], &x[r]), f));
+                    sum
+                });
+            }
             for ch in 0..c {
                 dwb[ch].write(T::from_f64(sums[ch][1]));
                 dwb[c + ch].write(T::from_f64(sums[ch][0]));
             }
         };
-        // SAFETY: `map_channels` writes all of `dx`, the loop both halves of `dwb`.
+        // SAFETY: `map_columns` or `per_channel` writes all of `dx`, the loop both halves of
+        // `dwb`.
         unsafe { output(x.len() + 2 * c, write) }
     }
 }
@@ -259,18 +344,25 @@ fn forward<T: Float>(
     args: [(&CpuStorage, &Layout); 3],
 ) -> Result<(CpuStorage, Shape)> {
     let name = "forja-batch-norm";
-    let dims = op.dims(args[0].1)?;
+    let c = args[1].1.shape().elem_count();
+    let dims = BatchNormTrain::dims(args[0].1, c)?;
+    if args[2].1.shape().elem_count() != c {
+        candle_core::bail!("{name}: {c} scales but {:?} shifts", args[2].1.dims());
+    }
     let [x, w, b] = args.map(|(s, l)| slice::<T>(s, l, name));
-    let y = op.forward(x?, w?, b?, dims);
+    let (y, stats) = op.forward(x?, w?, b?, dims);
+    if op.stats.set(stats).is_err() {
+        candle_core::bail!("{name}: one op applied twice");
+    }
     Ok((T::to_cpu_storage_owned(y), args[0].1.shape().clone()))
 }
 
 fn backward<T: Float>(
-    op: &BatchNormTrain,
+    op: &BatchNormBackward,
     args: [(&CpuStorage, &Layout); 3],
 ) -> Result<(CpuStorage, Shape)> {
     let name = "forja-batch-norm-bwd";
-    let dims = op.dims(args[0].1)?;
+    let dims = BatchNormTrain::dims(args[0].1, op.stats.mean.len())?;
     let [x, dy, w] = args.map(|(s, l)| slice::<T>(s, l, name));
     let out = op.backward(x?, dy?, w?, dims);
     let len = out.len();
@@ -303,16 +395,18 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        y: &Tensor,
+        _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (x, w) = (saved(x), saved(w));
-        let g = if self.relu {
-            super::rectify::leaky_relu_backward(g, &saved(y), 0.0)?
-        } else {
-            g.contiguous()?
+        let Some(stats) = self.stats.get() else {
+            candle_core::bail!("forja-batch-norm: backward pass before the forward pass")
         };
-        let all = x.apply_op3(&g, &w, BatchNormBackward(self.clone()))?;
+        let op = BatchNormBackward {
+            stats: stats.clone(),
+            relu: self.relu,
+        };
+        let (x, w) = (saved(x), saved(w));
+        let all = x.apply_op3(&g.contiguous()?, &w, op)?;
         let (len, c) = (x.elem_count(), w.elem_count());
         // dw and db are copied out of the buffer: as views of it they would keep dx alive in
         // the gradient store until the step ends.
@@ -323,11 +417,6 @@ impl CustomOp3 for BatchNormTrain {
         ))
     }
 }
-
-/// `(x, dy, w) -> [dx, dw, db]`; it has no gradient of its own (with `CANDLE_GRAD_DO_NOT_DETACH`,
-/// a second derivative through batch norm fails with candle's "backward not supported" error
-/// rather than coming out wrong).
-struct BatchNormBackward(BatchNormTrain);
 
 impl CustomOp3 for BatchNormBackward {
     fn name(&self) -> &'static str {
@@ -354,26 +443,30 @@ impl CustomOp3 for BatchNormBackward {
         by_dtype!(
             self.name(),
             s1,
-            backward(&self.0, [(s1, l1), (s2, l2), (s3, l3)])
+            backward(self, [(s1, l1), (s2, l2), (s3, l3)])
         )
     }
 }
 
-/// Training-mode batch norm of `x: [N, C, S]` with the statistics `(mean, var)` from
-/// [`channel_stats`], scale `w` and shift `b` (`[C]` each), then a ReLU if `relu`.
+/// Training-mode batch norm of `x: [N, C, S]` with scale `w` and shift `b` (`[C]` each), then
+/// a ReLU if `relu`: the output, and the batch's per-channel mean and (biased) variance.
 pub(crate) fn batch_norm_train(
     x: &Tensor,
-    (mean, var): (Vec<f64>, Vec<f64>),
     eps: f64,
     (w, b): (&Tensor, &Tensor),
     relu: bool,
-) -> Result<Tensor> {
-    let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+) -> Result<(Tensor, Vec<f64>, Vec<f64>)> {
+    let stats = Arc::new(OnceLock::new());
     let op = BatchNormTrain {
-        mean,
-        inv_std,
+        eps,
         relu,
+        stats: stats.clone(),
     };
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+    let y = x
+        .contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, op)?;
+    let Some(Stats { mean, var, .. }) = stats.get() else {
+        candle_core::bail!("forja-batch-norm: the op left no statistics")
+    };
+    Ok((y, mean.clone(), var.clone()))
 }

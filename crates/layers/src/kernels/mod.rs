@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{bail, CpuStorage, DType, Layout, Tensor};
 
-pub(crate) use batch_norm::{batch_norm_train, channel_stats};
+pub(crate) use batch_norm::batch_norm_train;
 pub(crate) use bce::bce_with_logits;
 pub(crate) use bias::bias_add;
 #[cfg(test)]
