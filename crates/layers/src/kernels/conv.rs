@@ -7,7 +7,9 @@
 //! `y = W · cols`, `cols = Wᵀ · dy` (scattered back by col2im) and `dW += dy · colsᵀ`.
 //! Where the output plane is small, the columns of a few samples sit side by side in one
 //! product; where it is large, they are made and used a tile of output rows at a time, so
-//! they stay in the cache. At stride 1 the input gradient is mostly a convolution of `dy` instead.
+//! they stay in the cache. At stride 1 the input gradient is mostly a convolution of `dy` instead,
+//! and a sample's forward product goes one kernel row at a time over the columns of one row of
+//! taps (`ConvShape::by_kernel_rows`).
 //! Blocks of samples are spread over the kernels' threads; the weight gradient sums one buffer
 //! per split.
 
@@ -17,8 +19,8 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::{
-    add_transposed, contiguous, matmul, matmul_col_major, output, par_chunks_mut_with, par_map,
-    saved, slice, threads, write_copy, zeroed, Float,
+    add_transposed, check_extents, contiguous, gemm_raw, matmul, matmul_col_major, output,
+    par_chunks_mut_with, par_map, saved, slice, threads, write_copy, zeroed, Float,
 };
 
 /// Everything a convolution's three ops need: `x: [n, c, h, w]`, `w: [o, c / groups, kh, kw]`,
@@ -370,8 +372,89 @@ impl ConvShape {
         (y1 - y0) * self.ow
     }
 
+    /// Whether the forward pass goes one kernel row at a time: at stride 1, a kernel row `ky`
+    /// reads the same columns as row 0, `ky * dh` output rows further on. So the columns are
+    /// made for one row of taps (`c/g * kw` rows, over the tile's output rows and the
+    /// `(kh - 1) * dh` after them, a third of im2col's for a 3x3 kernel) and the product is
+    /// `kh` products over shifted views of them. Samples one at a time only (side by side,
+    /// their columns would not be one strided matrix), in the scratch im2col would take.
+    pub(super) fn by_kernel_rows(&self) -> bool {
+        self.stride == [1, 1]
+            && self.kh > 1
+            && self.block() == 1
+            && !self.pointwise()
+            && self.tile_rows().min(self.oh) >= self.dilation[0]
+    }
+
+    /// The geometry whose columns [`Self::by_kernel_rows`] makes: one row of taps, over
+    /// `(kh - 1) * dh` more output rows.
+    fn kernel_row_shape(&self) -> Self {
+        Self {
+            kh: 1,
+            oh: self.oh + (self.kh - 1) * self.dilation[0],
+            dilation: [1, self.dilation[1]],
+            ..*self
+        }
+    }
+
+    /// `w: [o, c/g, kh, kw]` as `[kh, o, c/g * kw]`: kernel row `ky`'s `[o/g, c/g * kw]`
+    /// matrix of group `g` at `(ky * groups + g) * o/g * c/g * kw`.
+    fn kernel_rows<T: Float>(&self, w: &[T]) -> Vec<T> {
+        let (cg, kh, kw) = (self.c / self.groups, self.kh, self.kw);
+        let mut out = Vec::with_capacity(w.len());
+        for ky in 0..kh {
+            for oc in 0..self.o {
+                for ci in 0..cg {
+                    out.extend_from_slice(&w[((oc * cg + ci) * kh + ky) * kw..][..kw]);
+                }
+            }
+        }
+        out
+    }
+
+    /// The forward product of output rows `rows` of one sample's group `g` (`x` its channels)
+    /// a kernel row at a time ([`Self::by_kernel_rows`]) into `yg` (the tile's first output
+    /// channel's row, planes `m` apart).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_by_rows<T: Float>(
+        &self,
+        (sh, taps, wr): (&Self, &[Tap], &[T]),
+        cols: &mut [T],
+        x: &[T],
+        g: usize,
+        rows: (usize, usize),
+        yg: &mut [MaybeUninit<T>],
+    ) {
+        let (og, m, dh) = (self.o / self.groups, self.plane_out(), self.dilation[0]);
+        let (k, tn) = (sh.rows(), self.width(rows));
+        let ld = tn + (self.kh - 1) * dh * self.ow;
+        sh.im2col(
+            taps,
+            x,
+            (&mut cols[..], ld),
+            (rows.0, rows.0 + ld / self.ow),
+        );
+        for ky in 0..self.kh {
+            let a = &wr[(ky * self.groups + g) * og * k..][..og * k];
+            let b = &cols[ky * dh * self.ow..k * ld];
+            if ky == 0 {
+                matmul((og, tn, k), yg, m, a, (k, 1), b, (ld, 1), false);
+            } else {
+                check_extents((og, tn, k), yg.len(), (m, 1), (a, (k, 1)), (b, (ld, 1)));
+                // SAFETY: the extents are checked above; the product for `ky = 0` wrote
+                // every element this one adds to, and `yg` is borrowed mutably.
+                unsafe {
+                    let (a, b) = ((a.as_ptr(), (k, 1)), (b.as_ptr(), (ld, 1)));
+                    gemm_raw((og, tn, k), yg.as_mut_ptr().cast(), m, a, b, true);
+                }
+            }
+        }
+    }
+
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
+        let rows_shape = self.by_kernel_rows().then(|| self.kernel_row_shape());
+        let by_rows = rows_shape.map(|sh| (sh, sh.taps(), self.kernel_rows(w)));
         let write = |y: &mut [MaybeUninit<T>]| {
             par_chunks_mut_with(
                 y,
@@ -382,6 +465,15 @@ impl ConvShape {
                     let ld = count * m;
                     for g in 0..self.groups {
                         let wg = &w[g * og * k..(g + 1) * og * k];
+                        if let Some((sh, row_taps, wr)) = &by_rows {
+                            let xg = &x[self.x_group(first, g)];
+                            for rows in self.tiles() {
+                                let yg = &mut yb[g * og * m + rows.0 * self.ow..];
+                                let how = (sh, &row_taps[..], &wr[..]);
+                                self.forward_by_rows(how, cols, xg, g, rows, yg);
+                            }
+                            continue;
+                        }
                         if count == 1 {
                             for rows in self.tiles() {
                                 let scratch = (&taps[..], &mut phases[..], &mut cols[..]);

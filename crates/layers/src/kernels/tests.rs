@@ -656,7 +656,8 @@ fn conv_kernel_matches_candle_when_threads_run_several_blocks_of_samples() {
 #[test]
 fn conv_kernel_matches_candle_when_large_planes_go_in_row_tiles() {
     // 2 groups of 16 channels, 3x3: 144 column rows of 64 columns per output row, so the
-    // forward pass and the weight gradient go in tiles: of 13 rows (the last one 12) for the
+    // forward pass (a kernel row at a time, over each tile's rows and the two after them) and
+    // the weight gradient go in tiles: of 13 rows (the last one 12) for the
     // 64x64 outputs of "same" padding, which takes the input gradient as a convolution of its
     // own (8 channels, tiles of 32 rows); of 14 (the last one 12) for padding 3 (68x68
     // outputs), whose input gradient takes the transposed product and col2im in the same tiles.
@@ -664,6 +665,10 @@ fn conv_kernel_matches_candle_when_large_planes_go_in_row_tiles() {
         let g = Geom::of((2, 2, 16, 4), [64; 2], [3; 2], [1; 2], [padding; 2], [1; 2]);
         let shape = g.shape();
         assert!(shape.tile_rows() < shape.oh, "the plane is split");
+        assert!(
+            shape.by_kernel_rows(),
+            "the forward pass goes a kernel row at a time"
+        );
         let (x, w) = (g.x(9), g.w(10));
         let kernel = value_and_grads(&[x.clone(), w.clone()], |t| conv2d(&t[0], &t[1], shape));
         let reference = value_and_grads(&[x, w], |t| {
