@@ -412,6 +412,39 @@ impl ConvShape {
         out
     }
 
+    /// The columns of one row of taps (`sh` and its `taps`, from [`Self::kernel_row_shape`])
+    /// of one sample's group of channels `x`, for output rows `rows` and the `(kh - 1) * dh`
+    /// after them, into `cols`; returns their row stride.
+    fn kernel_row_columns<T: Float>(
+        &self,
+        (sh, taps): (&Self, &[Tap]),
+        x: &[T],
+        cols: &mut [T],
+        rows: (usize, usize),
+    ) -> usize {
+        let ld = self.width(rows) + (self.kh - 1) * self.dilation[0] * self.ow;
+        sh.im2col(taps, x, (cols, ld), (rows.0, rows.0 + ld / self.ow));
+        ld
+    }
+
+    /// The weight gradient summed a kernel row at a time (`[kh, groups]` blocks, each
+    /// `[o/g, c/g * kw]` column-major) as [`Self::backward_filter`] sums it otherwise (`groups`
+    /// blocks of `[o/g, c/g * kh * kw]`, column-major).
+    fn kernel_rows_to_taps<T: Float>(&self, by_rows: &[T]) -> Vec<T> {
+        let (og, cg, kh, kw) = (self.o / self.groups, self.c / self.groups, self.kh, self.kw);
+        let k = self.rows();
+        let mut out = vec![T::ZERO; by_rows.len()];
+        for (block, from) in by_rows.chunks_exact(og * cg * kw).enumerate() {
+            let (ky, g) = (block / self.groups, block % self.groups);
+            for (col, from) in from.chunks_exact(og).enumerate() {
+                let (ci, kx) = (col / kw, col % kw);
+                let to = g * og * k + ((ci * kh + ky) * kw + kx) * og;
+                out[to..to + og].copy_from_slice(from);
+            }
+        }
+        out
+    }
+
     /// The forward product of output rows `rows` of one sample's group `g` (`x` its channels)
     /// a kernel row at a time ([`Self::by_kernel_rows`]) into `yg` (the tile's first output
     /// channel's row, planes `m` apart).
@@ -427,13 +460,7 @@ impl ConvShape {
     ) {
         let (og, m, dh) = (self.o / self.groups, self.plane_out(), self.dilation[0]);
         let (k, tn) = (sh.rows(), self.width(rows));
-        let ld = tn + (self.kh - 1) * dh * self.ow;
-        sh.im2col(
-            taps,
-            x,
-            (&mut cols[..], ld),
-            (rows.0, rows.0 + ld / self.ow),
-        );
+        let ld = self.kernel_row_columns((sh, taps), x, cols, rows);
         for ky in 0..self.kh {
             let a = &wr[(ky * self.groups + g) * og * k..][..og * k];
             let b = &cols[ky * dh * self.ow..k * ld];
@@ -630,6 +657,10 @@ impl ConvShape {
     /// resume bitwise).
     fn backward_filter<T: Float>(&self, x: &[T], dy: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
+        let by_rows = self.by_kernel_rows().then(|| {
+            let sh = self.kernel_row_shape();
+            (sh, sh.taps())
+        });
         let per_part = self.n.div_ceil(threads().clamp(1, self.n.max(1))).max(1);
         // Each group's `[o/g, rows]` block is summed column-major: `cols` is read
         // transposed, which the `gemm` crate takes at full rate only into that layout
@@ -643,6 +674,22 @@ impl ConvShape {
                 let count = (end - first).min(nb);
                 for g in 0..self.groups {
                     let dyg = self.dy_block(dy, &mut dyb, (first, count, g));
+                    if let Some((sh, row_taps)) = &by_rows {
+                        let (k1, dh, xg) =
+                            (sh.rows(), self.dilation[0], &x[self.x_group(first, g)]);
+                        for rows in self.tiles() {
+                            let how = (sh, &row_taps[..]);
+                            let ld = self.kernel_row_columns(how, xg, &mut cols, rows);
+                            let (dyt, tn) = (&dyg[rows.0 * self.ow..], self.width(rows));
+                            let acc = first > start || rows.0 > 0;
+                            for ky in 0..self.kh {
+                                let dwk = &mut dw[(ky * self.groups + g) * og * k1..][..og * k1];
+                                let b = (&cols[ky * dh * self.ow..k1 * ld], (1, ld));
+                                matmul_col_major((og, k1, tn), dwk, (dyt, (m, 1)), b, acc);
+                            }
+                        }
+                        continue;
+                    }
                     let dwg = &mut dw[g * og * k..(g + 1) * og * k];
                     for rows in self.tiles() {
                         let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
@@ -660,6 +707,9 @@ impl ConvShape {
         let mut sum = parts.next().unwrap_or_else(|| vec![T::ZERO; self.o * k]);
         for p in parts {
             sum.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
+        }
+        if by_rows.is_some() {
+            sum = self.kernel_rows_to_taps(&sum);
         }
         let write = |dw: &mut [MaybeUninit<T>]| {
             for (from, to) in sum.chunks_exact(og * k).zip(dw.chunks_exact_mut(og * k)) {
