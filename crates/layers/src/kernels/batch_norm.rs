@@ -30,6 +30,15 @@ struct Stats {
     scale_shift: Vec<[f64; 2]>,
 }
 
+/// One channel's mean and variance, and the `1/σ`, scale `k` and shift `t` they give.
+struct Channel<T> {
+    mean: f64,
+    var: f64,
+    inv_std: f64,
+    k: T,
+    t: T,
+}
+
 /// Channel `ch`'s rows of `[N, C, S]`, as ranges of the flat data.
 fn rows((n, c, s): Dims, ch: usize) -> impl Iterator<Item = Range<usize>> {
     (0..n).map(move |i| (i * c + ch) * s..(i * c + ch + 1) * s)
@@ -192,9 +201,16 @@ impl BatchNormTrain {
         let floor = if self.relu { T::ZERO } else { T::NEG_INFINITY };
         // The channel's 1/σ, scale and shift from its mean and variance.
         let affine = |ch: usize, mean: f64, var: f64| {
-            let inv = 1.0 / (var + self.eps).sqrt();
-            let k = T::from_f64(inv) * w[ch];
-            (inv, k, b[ch] - T::from_f64(mean) * k)
+            let inv_std = 1.0 / (var + self.eps).sqrt();
+            let k = T::from_f64(inv_std) * w[ch];
+            let t = b[ch] - T::from_f64(mean) * k;
+            Channel {
+                mean,
+                var,
+                inv_std,
+                k,
+                t,
+            }
         };
         let mut per = Vec::new();
         let write = |y: &mut [MaybeUninit<T>]| {
@@ -206,14 +222,9 @@ impl BatchNormTrain {
                     move |v: T, _| [(v.to_f64() - m) * (v.to_f64() - m), 0.0]
                 });
                 per = (0..c)
-                    .map(|ch| {
-                        let (m, v) = (mean[ch], var[ch][0] / count);
-                        (m, v, affine(ch, m, v))
-                    })
+                    .map(|ch| affine(ch, mean[ch], var[ch][0] / count))
                     .collect();
-                map_columns(y, (x, x), c, |ch| {
-                    normalize(per[ch].2 .1, per[ch].2 .2, floor)
-                });
+                map_columns(y, (x, x), c, |ch| normalize(per[ch].k, per[ch].t, floor));
                 return;
             }
             per = per_channel(y, dims, |ch, out| {
@@ -228,23 +239,20 @@ impl BatchNormTrain {
                     })
                     .sum::<f64>()
                     / count;
-                let (inv, k, t) = affine(ch, mean, var);
-                let f = normalize(k, t, floor);
+                let channel = affine(ch, mean, var);
+                let f = normalize(channel.k, channel.t, floor);
                 out.each(|r, row| map_row(row, (&x[r.clone()], &x[r]), f));
-                (mean, var, (inv, k, t))
+                channel
             });
         };
         // SAFETY: `map_columns` writes every element of `y`, as does `per_channel` (every
         // channel's every row).
         let y = unsafe { output(x.len(), write) };
         let stats = Stats {
-            mean: per.iter().map(|p| p.0).collect(),
-            var: per.iter().map(|p| p.1).collect(),
-            inv_std: per.iter().map(|p| p.2 .0).collect(),
-            scale_shift: per
-                .iter()
-                .map(|p| [p.2 .1.to_f64(), p.2 .2.to_f64()])
-                .collect(),
+            mean: per.iter().map(|p| p.mean).collect(),
+            var: per.iter().map(|p| p.var).collect(),
+            inv_std: per.iter().map(|p| p.inv_std).collect(),
+            scale_shift: per.iter().map(|p| [p.k, p.t].map(T::to_f64)).collect(),
         };
         (y, stats)
     }
@@ -312,6 +320,7 @@ impl BatchNormBackward {
                     let sum = rows(dims, ch)
                         .map(|r| {
                             let g = if relu {
+                                // `gate` copied in, as `map_row` takes its `f`.
                                 let (dy, x, gate) = (&dy[r.clone()], &x[r.clone()], gate);
                                 for ((o, &g), &v) in gated.iter_mut().zip(dy).zip(x) {
                                     *o = gate(g, v);
