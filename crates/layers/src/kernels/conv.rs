@@ -8,8 +8,8 @@
 //! Where the output plane is small, the columns of a few samples sit side by side in one
 //! product; where it is large, they are made and used a tile of output rows at a time, so
 //! they stay in the cache. At stride 1 the input gradient is mostly a convolution of `dy` instead,
-//! and a sample's forward product goes one kernel row at a time over the columns of one row of
-//! taps (`ConvShape::by_kernel_rows`).
+//! and a sample's forward product and weight gradient go one kernel row at a time over the
+//! columns of one row of taps (`ConvShape::by_kernel_rows`).
 //! Blocks of samples are spread over the kernels' threads; the weight gradient sums one buffer
 //! per split.
 
@@ -372,11 +372,11 @@ impl ConvShape {
         (y1 - y0) * self.ow
     }
 
-    /// Whether the forward pass goes one kernel row at a time: at stride 1, a kernel row `ky`
-    /// reads the same columns as row 0, `ky * dh` output rows further on. So the columns are
-    /// made for one row of taps (`c/g * kw` rows, over the tile's output rows and the
-    /// `(kh - 1) * dh` after them, a third of im2col's for a 3x3 kernel) and the product is
-    /// `kh` products over shifted views of them. Samples one at a time only (side by side,
+    /// Whether the forward pass and the weight gradient go one kernel row at a time: at
+    /// stride 1, a kernel row `ky` reads the same columns as row 0, `ky * dh` output rows
+    /// further on. So the columns are made for one row of taps (`c/g * kw` rows, over the
+    /// tile's output rows and the `(kh - 1) * dh` after them, a third of im2col's for a 3x3
+    /// kernel) and each product is `kh` products over shifted views of them. Samples one at a time only (side by side,
     /// their columns would not be one strided matrix), in the scratch im2col would take.
     pub(super) fn by_kernel_rows(&self) -> bool {
         self.stride == [1, 1]
@@ -491,7 +491,6 @@ impl ConvShape {
                     let (first, count) = (i * nb, (self.n - i * nb).min(nb));
                     let ld = count * m;
                     for g in 0..self.groups {
-                        let wg = &w[g * og * k..(g + 1) * og * k];
                         if let Some((sh, row_taps, wr)) = &by_rows {
                             let xg = &x[self.x_group(first, g)];
                             for rows in self.tiles() {
@@ -501,6 +500,7 @@ impl ConvShape {
                             }
                             continue;
                         }
+                        let wg = &w[g * og * k..(g + 1) * og * k];
                         if count == 1 {
                             for rows in self.tiles() {
                                 let scratch = (&taps[..], &mut phases[..], &mut cols[..]);
