@@ -20,23 +20,22 @@ use super::{by_dtype, output, par_chunks_mut, par_map, saved, slice, Float, Send
 /// `[N, C, S]`.
 type Dims = (usize, usize, usize);
 
-/// A batch's per-channel statistics as the forward op computed them, with the scale and
-/// shift it applied (values of `T`, widened to f64 exactly), which the backward op reuses.
+/// One channel's statistics as the forward op computed them, with the `1/σ` and the scale
+/// `k` and shift `t` they gave (values of `T`, widened to f64 exactly), which the backward op
+/// reuses.
 #[derive(Debug, Clone)]
-struct Stats {
-    mean: Vec<f64>,
-    var: Vec<f64>,
-    inv_std: Vec<f64>,
-    scale_shift: Vec<[f64; 2]>,
-}
-
-/// One channel's mean and variance, and the `1/σ`, scale `k` and shift `t` they give.
-struct Channel<T> {
+struct Channel {
     mean: f64,
     var: f64,
     inv_std: f64,
-    k: T,
-    t: T,
+    scale_shift: [f64; 2],
+}
+
+impl Channel {
+    /// `[k, t]` in `T`, as the forward op applied them.
+    fn scale_shift<T: Float>(&self) -> [T; 2] {
+        self.scale_shift.map(T::from_f64)
+    }
 }
 
 /// Channel `ch`'s rows of `[N, C, S]`, as ranges of the flat data.
@@ -182,7 +181,7 @@ fn normalize<T: Float>(k: T, t: T, floor: T) -> impl Fn(T, T) -> T + Copy {
 struct BatchNormTrain {
     eps: f64,
     relu: bool,
-    stats: Arc<OnceLock<Stats>>,
+    stats: Arc<OnceLock<Vec<Channel>>>,
 }
 
 impl BatchNormTrain {
@@ -194,7 +193,7 @@ impl BatchNormTrain {
     }
 
     /// `y` and the statistics it was normalised with.
-    fn forward<T: Float>(&self, x: &[T], w: &[T], b: &[T], dims: Dims) -> (Vec<T>, Stats) {
+    fn forward<T: Float>(&self, x: &[T], w: &[T], b: &[T], dims: Dims) -> (Vec<T>, Vec<Channel>) {
         let (n, c, s) = dims;
         let count = (n * s) as f64;
         // A local, so the inner loops need not reload it after every store.
@@ -208,9 +207,12 @@ impl BatchNormTrain {
                 mean,
                 var,
                 inv_std,
-                k,
-                t,
+                scale_shift: [k, t].map(T::to_f64),
             }
+        };
+        let normalizer = |channel: &Channel| {
+            let [k, t] = channel.scale_shift();
+            normalize(k, t, floor)
         };
         let mut per = Vec::new();
         let write = |y: &mut [MaybeUninit<T>]| {
@@ -224,7 +226,7 @@ impl BatchNormTrain {
                 per = (0..c)
                     .map(|ch| affine(ch, mean[ch], var[ch][0] / count))
                     .collect();
-                map_columns(y, (x, x), c, |ch| normalize(per[ch].k, per[ch].t, floor));
+                map_columns(y, (x, x), c, |ch| normalizer(&per[ch]));
                 return;
             }
             per = per_channel(y, dims, |ch, out| {
@@ -240,7 +242,7 @@ impl BatchNormTrain {
                     .sum::<f64>()
                     / count;
                 let channel = affine(ch, mean, var);
-                let f = normalize(channel.k, channel.t, floor);
+                let f = normalizer(&channel);
                 out.each(|r, row| map_row(row, (&x[r.clone()], &x[r]), f));
                 channel
             });
@@ -248,13 +250,7 @@ impl BatchNormTrain {
         // SAFETY: `map_columns` writes every element of `y`, as does `per_channel` (every
         // channel's every row).
         let y = unsafe { output(x.len(), write) };
-        let stats = Stats {
-            mean: per.iter().map(|p| p.mean).collect(),
-            var: per.iter().map(|p| p.var).collect(),
-            inv_std: per.iter().map(|p| p.inv_std).collect(),
-            scale_shift: per.iter().map(|p| [p.k, p.t].map(T::to_f64)).collect(),
-        };
-        (y, stats)
+        (y, per)
     }
 }
 
@@ -263,7 +259,7 @@ impl BatchNormTrain {
 /// through batch norm fails with candle's "backward not supported" error rather than coming
 /// out wrong).
 struct BatchNormBackward {
-    stats: Stats,
+    channels: Vec<Channel>,
     relu: bool,
 }
 
@@ -271,11 +267,11 @@ impl BatchNormBackward {
     fn backward<T: Float>(&self, x: &[T], dy: &[T], w: &[T], dims: Dims) -> Vec<T> {
         let (n, c, s) = dims;
         let count = (n * s) as f64;
-        let (st, relu) = (&self.stats, self.relu);
+        let (st, relu) = (&self.channels, self.relu);
         // The output gradient times the ReLU's slope (1 where `x · k + t > 0`, else 0), as
         // ReLU's own backward pass gives it.
         let gate = |ch: usize| {
-            let [k, t] = st.scale_shift[ch].map(T::from_f64);
+            let [k, t] = st[ch].scale_shift();
             move |g: T, v: T| {
                 if !relu || v * k + t > T::ZERO {
                     g
@@ -286,7 +282,7 @@ impl BatchNormBackward {
         };
         // Per channel, in f64: `Σ g` and `Σ g · x̂`.
         let terms = |ch: usize| {
-            let (m, inv) = (st.mean[ch], st.inv_std[ch]);
+            let (m, inv) = (st[ch].mean, st[ch].inv_std);
             move |g: T, v: T| {
                 let g = g.to_f64();
                 [g, g * (v.to_f64() - m) * inv]
@@ -295,9 +291,9 @@ impl BatchNormBackward {
         // dx = k (g - mg - (x - mean) inv mgx) as one multiply-add chain in T per element,
         // its coefficients per channel in f64.
         let dx = |ch: usize, [sg, sgx]: [f64; 2]| {
-            let (mg, mgx, inv) = (sg / count, sgx / count, st.inv_std[ch]);
+            let (mg, mgx, inv) = (sg / count, sgx / count, st[ch].inv_std);
             let k = w[ch].to_f64() * inv;
-            let [a, b, c0, m] = [k, -k * inv * mgx, -k * mg, st.mean[ch]].map(T::from_f64);
+            let [a, b, c0, m] = [k, -k * inv * mgx, -k * mg, st[ch].mean].map(T::from_f64);
             let gate = gate(ch);
             move |g: T, v: T| a * gate(g, v) + b * (v - m) + c0
         };
@@ -371,7 +367,7 @@ fn backward<T: Float>(
     args: [(&CpuStorage, &Layout); 3],
 ) -> Result<(CpuStorage, Shape)> {
     let name = "forja-batch-norm-bwd";
-    let dims = BatchNormTrain::dims(args[0].1, op.stats.mean.len())?;
+    let dims = BatchNormTrain::dims(args[0].1, op.channels.len())?;
     let [x, dy, w] = args.map(|(s, l)| slice::<T>(s, l, name));
     let out = op.backward(x?, dy?, w?, dims);
     let len = out.len();
@@ -407,11 +403,11 @@ impl CustomOp3 for BatchNormTrain {
         _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(stats) = self.stats.get() else {
+        let Some(channels) = self.stats.get() else {
             candle_core::bail!("forja-batch-norm: backward pass before the forward pass")
         };
         let op = BatchNormBackward {
-            stats: stats.clone(),
+            channels: channels.clone(),
             relu: self.relu,
         };
         let (x, w) = (saved(x), saved(w));
@@ -474,8 +470,9 @@ pub(crate) fn batch_norm_train(
     let y = x
         .contiguous()?
         .apply_op3(&w.contiguous()?, &b.contiguous()?, op)?;
-    let Some(Stats { mean, var, .. }) = stats.get() else {
+    let Some(channels) = stats.get() else {
         candle_core::bail!("forja-batch-norm: the op left no statistics")
     };
-    Ok((y, mean.clone(), var.clone()))
+    let (mean, var) = channels.iter().map(|c| (c.mean, c.var)).unzip();
+    Ok((y, mean, var))
 }

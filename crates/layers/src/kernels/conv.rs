@@ -376,8 +376,9 @@ impl ConvShape {
     /// stride 1, a kernel row `ky` reads the same columns as row 0, `ky * dh` output rows
     /// further on. So the columns are made for one row of taps (`c/g * kw` rows, over the
     /// tile's output rows and the `(kh - 1) * dh` after them, a third of im2col's for a 3x3
-    /// kernel) and each product is `kh` products over shifted views of them. Samples one at a time only (side by side,
-    /// their columns would not be one strided matrix), in the scratch im2col would take.
+    /// kernel) and each product is `kh` products over shifted views of them. Samples one at
+    /// a time only (side by side, their columns would not be one strided matrix), in the
+    /// scratch im2col would take.
     pub(super) fn by_kernel_rows(&self) -> bool {
         self.stride == [1, 1]
             && self.kh > 1
@@ -386,15 +387,16 @@ impl ConvShape {
             && self.tile_rows().min(self.oh) >= self.dilation[0]
     }
 
-    /// The geometry whose columns [`Self::by_kernel_rows`] makes: one row of taps, over
-    /// `(kh - 1) * dh` more output rows.
-    fn kernel_row_shape(&self) -> Self {
-        Self {
+    /// Where [`Self::by_kernel_rows`] holds, the geometry whose columns it makes (one row of
+    /// taps, over `(kh - 1) * dh` more output rows) and its taps.
+    fn kernel_row_shape(&self) -> Option<(Self, Vec<Tap>)> {
+        let shape = Self {
             kh: 1,
             oh: self.oh + (self.kh - 1) * self.dilation[0],
             dilation: [1, self.dilation[1]],
             ..*self
-        }
+        };
+        self.by_kernel_rows().then(|| (shape, shape.taps()))
     }
 
     /// `w: [o, c/g, kh, kw]` as `[kh, o, c/g * kw]`: kernel row `ky`'s `[o/g, c/g * kw]`
@@ -480,8 +482,9 @@ impl ConvShape {
 
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
-        let rows_shape = self.by_kernel_rows().then(|| self.kernel_row_shape());
-        let by_rows = rows_shape.map(|sh| (sh, sh.taps(), self.kernel_rows(w)));
+        let by_rows = self
+            .kernel_row_shape()
+            .map(|(sh, taps)| (sh, taps, self.kernel_rows(w)));
         let write = |y: &mut [MaybeUninit<T>]| {
             par_chunks_mut_with(
                 y,
@@ -657,10 +660,7 @@ impl ConvShape {
     /// resume bitwise).
     fn backward_filter<T: Float>(&self, x: &[T], dy: &[T]) -> Vec<T> {
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
-        let by_rows = self.by_kernel_rows().then(|| {
-            let sh = self.kernel_row_shape();
-            (sh, sh.taps())
-        });
+        let by_rows = self.kernel_row_shape();
         let per_part = self.n.div_ceil(threads().clamp(1, self.n.max(1))).max(1);
         // Each group's `[o/g, rows]` block is summed column-major: `cols` is read
         // transposed, which the `gemm` crate takes at full rate only into that layout
