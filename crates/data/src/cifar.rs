@@ -63,7 +63,7 @@ impl Cifar {
 /// Parses one file's bytes into pixels and labels; `path` is only used in error messages.
 pub fn parse(path: &Path, bytes: &[u8], kind: Cifar) -> Result<(Vec<u8>, Vec<u32>)> {
     let record = kind.record_bytes();
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(DataError::BadRecords {
             path: path.to_path_buf(),
             len: bytes.len(),

@@ -78,7 +78,7 @@ proptest! {
     ) {
         let (h, w) = (24, 20);
         let mut rng = seed::rng(s, &[1]);
-        let cells: Vec<u32> = (0..h * w).map(|p| u32::from(((p / w) / 4 + (p % w) / 5 + (rand::Rng::gen::<u8>(&mut rng) as usize % 2)) % 2 == 0)).collect();
+        let cells: Vec<u32> = (0..h * w).map(|p| u32::from(((p / w) / 4 + (p % w) / 5 + (rand::Rng::gen::<u8>(&mut rng) as usize % 2)).is_multiple_of(2))).collect();
         let mut x = Image::new(cells.iter().map(|&v| v as f32).collect(), [1, h, w]).unwrap();
         let mut m = Mask::new(cells.clone(), [1, h, w]).unwrap();
         apply(&Elastic { alpha, sigma }, &mut x, Some(&mut m), s);

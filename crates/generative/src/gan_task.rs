@@ -260,7 +260,7 @@ impl Task for GanTask {
             self.gan.clip_critic(c, &self.params.trainable_vars())?;
         }
         metrics.insert("loss".into(), scalar(&d_loss)?);
-        if (ctx.step + 1) % self.d_steps == 0 {
+        if (ctx.step + 1).is_multiple_of(self.d_steps) {
             let fake = self.gan.generate(&self.noise(n, &[2, step])?, true)?;
             let g_loss = self.gan.generator_loss(&fake, true)?;
             self.opt_g.backward_step(&g_loss, ctx.lr_factor, None)?;

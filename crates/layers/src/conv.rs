@@ -92,7 +92,7 @@ pub(crate) fn check_geometry(
             "stride, dilation and groups must be >= 1",
         ));
     }
-    if c_in % groups != 0 || c_out % groups != 0 {
+    if !c_in.is_multiple_of(groups) || !c_out.is_multiple_of(groups) {
         return Err(LayerError::config(
             op,
             format!("{c_in} input and {c_out} output channels are not both divisible by {groups} groups"),

@@ -316,7 +316,7 @@ impl GroupNorm {
         channels: usize,
         eps: f64,
     ) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(LayerError::config(
                 "group_norm",
                 format!("{channels} channels are not divisible into {groups} groups"),

@@ -114,7 +114,9 @@ impl AutoencoderConfig {
         {
             return bad("the linear autoencoder has an identity code and squared error");
         }
-        if self.arch == AeArch::Conv && (self.input[1] % 4 != 0 || self.input[2] % 4 != 0) {
+        if self.arch == AeArch::Conv
+            && (!self.input[1].is_multiple_of(4) || !self.input[2].is_multiple_of(4))
+        {
             return bad("the convolutional autoencoder needs sides that are multiples of 4");
         }
         Ok(())

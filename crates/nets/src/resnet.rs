@@ -71,7 +71,7 @@ impl ResNetConfig {
 
     /// The CIFAR ResNets of depth 6n + 2 (20, 32, 44, 56, 110, ...).
     pub fn cifar(depth: usize) -> Option<Self> {
-        (depth >= 8 && (depth - 2) % 6 == 0).then(|| Self {
+        (depth >= 8 && (depth - 2).is_multiple_of(6)).then(|| Self {
             block: BlockKind::Basic,
             blocks: vec![(depth - 2) / 6; 3],
             widths: vec![16, 32, 64],

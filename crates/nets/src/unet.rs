@@ -53,7 +53,7 @@ impl UNetConfig {
         match self.layout {
             UNetLayout::Padded => {
                 let m = 1 << self.depth;
-                if n == 0 || n % m != 0 {
+                if n == 0 || !n.is_multiple_of(m) {
                     return Err(format!("sides must be positive multiples of 2^depth = {m}"));
                 }
                 Ok(n)

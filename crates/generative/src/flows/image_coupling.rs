@@ -92,7 +92,7 @@ impl ImageCoupling {
         let (values, shape): (Vec<f32>, _) = match self.cfg.mask {
             ImageMask::Checkerboard { even } => (
                 (0..h * w)
-                    .map(|k| f32::from(u8::from(((k / w + k % w) % 2 == 0) == even)))
+                    .map(|k| f32::from(u8::from((k / w + k % w).is_multiple_of(2) == even)))
                     .collect(),
                 (1, 1, h, w),
             ),
