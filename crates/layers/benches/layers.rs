@@ -125,6 +125,18 @@ fn convolutions(c: &mut Criterion) {
     );
     bench_trained(
         c,
+        "conv2d/M2 16->16 3x3 b128",
+        [&[128, 16, 32, 32], &[16, 16, 3, 3]],
+        Box::new(move |x, w| Ok(conv2d(x, w, None, &same)?)),
+    );
+    bench_trained(
+        c,
+        "conv2d/M2 32->32 3x3 16x16 b128",
+        [&[128, 32, 16, 16], &[32, 32, 3, 3]],
+        Box::new(move |x, w| Ok(conv2d(x, w, None, &same)?)),
+    );
+    bench_trained(
+        c,
         "conv2d/M6 32->32 3x3 64x64 b16",
         [&[16, 32, 64, 64], &[32, 32, 3, 3]],
         Box::new(move |x, w| Ok(conv2d(x, w, None, &same)?)),
@@ -209,6 +221,21 @@ fn normalization(c: &mut Criterion) {
         c,
         "batch_norm/M2 16ch train b128",
         &[128, 16, 28, 28],
+        Box::new(move |x| bn.forward_t(x, true)),
+    );
+    let bn = batch_norm(16);
+    bench(
+        c,
+        "batch_norm/M2 16ch + ReLU train b128 32x32",
+        &[128, 16, 32, 32],
+        Box::new(move |x| Ok(bn.forward_relu_t(x, true)?)),
+    );
+    // M5's discriminator: 49 values per row, short rows.
+    let bn = batch_norm(128);
+    bench(
+        c,
+        "batch_norm/M5 128ch 7x7 train b64",
+        &[64, 128, 7, 7],
         Box::new(move |x| bn.forward_t(x, true)),
     );
     // M5's generator: 6272 features of a [64, 6272] input, one short column each.

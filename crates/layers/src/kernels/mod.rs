@@ -16,6 +16,7 @@ mod batch_norm;
 mod bce;
 mod bias;
 mod conv;
+mod dot;
 mod linear;
 mod math;
 mod pool;
@@ -88,10 +89,12 @@ pub(crate) trait Float: candle_core::WithDType {
     const NEG_INFINITY: Self;
     const NAN: Self;
     fn is_nan(self) -> bool;
+    /// `s` as f32s, where `Self` is f32 (for kernels written for f32 only).
+    fn f32s(s: &[Self]) -> Option<&[f32]>;
 }
 
 macro_rules! float {
-    ($t:ty) => {
+    ($t:ty, $f32s:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -100,11 +103,14 @@ macro_rules! float {
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
             }
+            fn f32s(s: &[Self]) -> Option<&[f32]> {
+                $f32s(s)
+            }
         }
     };
 }
-float!(f32);
-float!(f64);
+float!(f32, Some);
+float!(f64, |_| None);
 
 /// The contiguous data of a custom op's argument.
 fn slice<'a, T: Float>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
@@ -179,6 +185,40 @@ unsafe fn output<T: Float>(len: usize, write: impl FnOnce(&mut [MaybeUninit<T>])
     unsafe { v.set_len(len) };
     v
 }
+
+/// A zeroed buffer that starts on a cache line, so that rows of a multiple of 64 bytes stay
+/// on cache-line boundaries: a vector load across two lines costs two (the dot products of
+/// [`dot`] ran at 85-90 GFLOP/s on one core from unaligned rows, 115-135 from aligned ones).
+struct Aligned<T> {
+    buf: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Float> Aligned<T> {
+    fn zeroed(len: usize) -> Self {
+        let pad = CACHE_LINE / std::mem::size_of::<T>();
+        let buf = vec![T::ZERO; len + pad];
+        let start = buf.as_ptr().align_offset(CACHE_LINE).min(pad);
+        Self { buf, start, len }
+    }
+}
+
+impl<T> std::ops::Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl<T> std::ops::DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// Bytes per cache line (and per AVX-512 register).
+const CACHE_LINE: usize = 64;
 
 /// `s` zeroed, as initialised data: a sum's destination zeroed by the thread that then sums
 /// into it, while it is in that core's cache (rather than by `calloc` on the calling thread).

@@ -679,6 +679,40 @@ fn conv_kernel_matches_candle_when_large_planes_go_in_row_tiles() {
 }
 
 #[test]
+fn conv_weight_gradient_in_f32_matches_the_f64_kernel_where_dot_products_sum_it() {
+    // 16 output channels per group, f32: on a CPU with AVX-512 `DotSums` sums the weight
+    // gradient: by kernel rows over 32x32 (two tiles of 16 rows, grouped into one sum) and 18x18
+    // outputs (rows of 18, not aligned), and by blocks of samples side by side at 7x7.
+    for (size, stride, padding) in [(32, 1, 1), (20, 1, 0), (14, 2, 1)] {
+        let g = Geom::of(
+            (5, 2, 3, 16),
+            [size; 2],
+            [3; 2],
+            [stride; 2],
+            [padding; 2],
+            [1; 2],
+        );
+        let shape = g.shape();
+        let (x, dy) = (g.x(11), randn(12, &[5, 32, shape.oh, shape.ow]));
+        let want = conv2d_weight_grad(&x, &dy, shape).unwrap();
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let got = conv2d_weight_grad(&f32s(&x), &f32s(&dy), shape).unwrap();
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let d = max_diff(&got.to_dtype(DType::F64).unwrap(), &want) / scale;
+        assert!(
+            d < 1e-5,
+            "{size}x{size} stride {stride}: relative difference {d}"
+        );
+    }
+}
+
+#[test]
 fn tanh_f32_is_within_4_ulp_of_tanh_and_keeps_nan_infinities_and_signed_zeros() {
     // Every 64th f32 from 0 to infinity, both signs (every f32 was checked once: 3.26 ulp at
     // worst, near x = 0.031).
