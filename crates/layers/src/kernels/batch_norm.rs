@@ -43,60 +43,44 @@ fn rows((n, c, s): Dims, ch: usize) -> impl Iterator<Item = Range<usize>> {
     (0..n).map(move |i| (i * c + ch) * s..(i * c + ch + 1) * s)
 }
 
-/// Per channel `ch` of `a, b: [N, C]`, two sums `Σ f(ch)(a[i], b[i])` over its column, in
-/// f64 and in an order fixed by the shape. `f(ch)` holds the channel's constants.
-fn column_sums<T: Float, F: Fn(T, T) -> [f64; 2]>(
-    a: &[T],
-    b: &[T],
+/// Per channel of `[N, C]` data, two sums over its column in f64, in an order fixed by the
+/// shape: each thread takes a block of [`COLUMNS`] channels row by row, along the contiguous
+/// channels, `add(i, cols, s0, s1)` adding row `i`'s values of channels `cols` to their sums.
+/// The channels' constants are arrays the loops in `add` walk with the values (one closure per
+/// channel, as the `[N, C, S]` path has, kept the loops scalar).
+fn column_sums(
     (n, c): (usize, usize),
-    f: impl Fn(usize) -> F + Sync,
+    add: impl Fn(usize, Range<usize>, &mut [f64], &mut [f64]) + Sync,
 ) -> Vec<[f64; 2]> {
-    // A channel's values are a column, so each thread sums a block of columns row by row,
-    // along the contiguous channels.
     par_map(c.div_ceil(COLUMNS), |block| {
-        let c0 = block * COLUMNS;
-        let cols = c0..(c0 + COLUMNS).min(c);
-        let fs: Vec<F> = cols.clone().map(&f).collect();
-        let (mut acc0, mut acc1) = (vec![0.0f64; cols.len()], vec![0.0f64; cols.len()]);
+        let cols = block * COLUMNS..((block + 1) * COLUMNS).min(c);
+        let (mut s0, mut s1) = (vec![0.0f64; cols.len()], vec![0.0f64; cols.len()]);
         for i in 0..n {
-            let (ra, rb) = (&a[i * c..][cols.clone()], &b[i * c..][cols.clone()]);
-            let accs = acc0.iter_mut().zip(acc1.iter_mut());
-            for (((f, (s0, s1)), &va), &vb) in fs.iter().zip(accs).zip(ra).zip(rb) {
-                let [p, q] = f(va, vb);
-                *s0 += p;
-                *s1 += q;
-            }
+            add(i, cols.clone(), &mut s0, &mut s1);
         }
-        acc0.into_iter()
-            .zip(acc1)
+        s0.into_iter()
+            .zip(s1)
             .map(|(p, q)| [p, q])
             .collect::<Vec<_>>()
     })
     .concat()
 }
 
-/// Columns per task of [`column_sums`]: the accumulators stay in the L1 cache.
+/// Columns per task of [`column_sums`]: the sums stay in the L1 cache.
 const COLUMNS: usize = 512;
 
-/// `out[i, ch] = f(ch)(a[i, ch], b[i, ch])` over `[N, C]`; `f(ch)` holds the channel's
-/// constants.
-fn map_columns<T: Float, F: Fn(T, T) -> T + Sync>(
+/// Writes `out: [N, C]` a row at a time: `f(i, row)` writes row `i`.
+fn map_rows<T: Float>(
     out: &mut [MaybeUninit<T>],
-    (a, b): (&[T], &[T]),
     c: usize,
-    f: impl Fn(usize) -> F,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 ) {
-    assert!(
-        out.len() == a.len() && a.len() == b.len(),
-        "map_columns: lengths differ"
-    );
-    let fs: Vec<F> = (0..c).map(f).collect();
-    par_chunks_mut(out, c, |i, o| {
-        let (a, b) = (&a[i * c..][..o.len()], &b[i * c..][..o.len()]);
-        for (((o, &a), &b), f) in o.iter_mut().zip(a).zip(b).zip(&fs) {
-            o.write(f(a, b));
-        }
-    });
+    par_chunks_mut(out, c, f);
+}
+
+/// One of a channel's constants, per channel, in `T`.
+fn per_channel_values<T: Float>(per: &[Channel], f: impl Fn(&Channel) -> f64) -> Vec<T> {
+    per.iter().map(|ch| T::from_f64(f(ch))).collect()
 }
 
 /// For each channel of `[N, C, S]` (S > 1), one task: `f(ch, out)` may write the channel's
@@ -217,16 +201,33 @@ impl BatchNormTrain {
         let mut per = Vec::new();
         let write = |y: &mut [MaybeUninit<T>]| {
             if s == 1 {
-                let sums = column_sums(x, x, (n, c), |_| |v: T, _| [v.to_f64(), 0.0]);
-                let mean: Vec<f64> = sums.iter().map(|[s, _]| s / count).collect();
-                let var = column_sums(x, x, (n, c), |ch| {
-                    let m = mean[ch];
-                    move |v: T, _| [(v.to_f64() - m) * (v.to_f64() - m), 0.0]
+                let mean: Vec<f64> = column_sums((n, c), |i, cols, s0, _| {
+                    s0.iter_mut()
+                        .zip(&x[i * c..][cols])
+                        .for_each(|(s, &v)| *s += v.to_f64());
+                })
+                .iter()
+                .map(|[s, _]| s / count)
+                .collect();
+                let var = column_sums((n, c), |i, cols, s0, _| {
+                    let (x, mean) = (&x[i * c..][cols.clone()], &mean[cols]);
+                    for ((s, &v), &m) in s0.iter_mut().zip(x).zip(mean) {
+                        let d = v.to_f64() - m;
+                        *s += d * d;
+                    }
                 });
                 per = (0..c)
                     .map(|ch| affine(ch, mean[ch], var[ch][0] / count))
                     .collect();
-                map_columns(y, (x, x), c, |ch| normalizer(&per[ch]));
+                let k: Vec<T> = per_channel_values(&per, |ch| ch.scale_shift[0]);
+                let t: Vec<T> = per_channel_values(&per, |ch| ch.scale_shift[1]);
+                map_rows(y, c, |i, row| {
+                    let x = &x[i * c..][..c];
+                    for ((o, &v), (&k, &t)) in row.iter_mut().zip(x).zip(k.iter().zip(&t)) {
+                        let v = v * k + t;
+                        o.write(if v < floor { floor } else { v });
+                    }
+                });
                 return;
             }
             per = per_channel(y, dims, |ch, out| {
@@ -290,22 +291,78 @@ impl BatchNormBackward {
         };
         // dx = k (g - mg - (x - mean) inv mgx) as one multiply-add chain in T per element,
         // its coefficients per channel in f64.
-        let dx = |ch: usize, [sg, sgx]: [f64; 2]| {
+        let coefficients = |ch: usize, [sg, sgx]: [f64; 2]| {
             let (mg, mgx, inv) = (sg / count, sgx / count, st[ch].inv_std);
             let k = w[ch].to_f64() * inv;
-            let [a, b, c0, m] = [k, -k * inv * mgx, -k * mg, st[ch].mean].map(T::from_f64);
-            let gate = gate(ch);
+            [k, -k * inv * mgx, -k * mg, st[ch].mean].map(T::from_f64)
+        };
+        let dx = |ch: usize, sum: [f64; 2]| {
+            let ([a, b, c0, m], gate) = (coefficients(ch, sum), gate(ch));
             move |g: T, v: T| a * gate(g, v) + b * (v - m) + c0
         };
         let mut sums = Vec::new();
         let write = |out: &mut [MaybeUninit<T>]| {
             let (dxs, dwb) = out.split_at_mut(x.len());
             if s == 1 {
-                sums = column_sums(dy, x, (n, c), |ch| {
-                    let (f, gate) = (terms(ch), gate(ch));
-                    move |g, v| f(gate(g, v), v)
+                let (k, t): (Vec<T>, Vec<T>) = (
+                    per_channel_values(st, |ch| ch.scale_shift[0]),
+                    per_channel_values(st, |ch| ch.scale_shift[1]),
+                );
+                let mean: Vec<f64> = st.iter().map(|ch| ch.mean).collect();
+                // The gated gradient of a row in `T`, before the sums in f64 (as in
+                // the `[N, C, S]` path).
+                let gated = |i: usize, cols: Range<usize>, out: &mut [T]| {
+                    let (dy, x) = (&dy[i * c..][cols.clone()], &x[i * c..][cols.clone()]);
+                    let (k, t) = (&k[cols.clone()], &t[cols]);
+                    for ((o, (&g, &v)), (&k, &t)) in
+                        out.iter_mut().zip(dy.iter().zip(x)).zip(k.iter().zip(t))
+                    {
+                        *o = if !relu || v * k + t > T::ZERO {
+                            g
+                        } else {
+                            g * T::ZERO
+                        };
+                    }
+                };
+                sums = column_sums((n, c), |i, cols, s0, s1| {
+                    let mut g = [T::ZERO; COLUMNS];
+                    let g = &mut g[..cols.len()];
+                    gated(i, cols.clone(), g);
+                    let (x, mean) = (&x[i * c..][cols.clone()], &mean[cols]);
+                    let sums = s0.iter_mut().zip(s1.iter_mut());
+                    for ((s, &g), (&v, &m)) in sums.zip(&*g).zip(x.iter().zip(mean)) {
+                        let g = g.to_f64();
+                        *s.0 += g;
+                        *s.1 += g * (v.to_f64() - m);
+                    }
+                })
+                .into_iter()
+                .zip(st)
+                .map(|([sg, sgd], ch)| [sg, sgd * ch.inv_std])
+                .collect();
+                let per: Vec<[T; 4]> = (0..c).map(|ch| coefficients(ch, sums[ch])).collect();
+                let [a, b, c0, m] =
+                    [0, 1, 2, 3].map(|j| per.iter().map(|p| p[j]).collect::<Vec<T>>());
+                map_rows(dxs, c, |i, row| {
+                    let mut g = [T::ZERO; COLUMNS];
+                    for (block, row) in row.chunks_mut(COLUMNS).enumerate() {
+                        let cols = block * COLUMNS..block * COLUMNS + row.len();
+                        let g = &mut g[..row.len()];
+                        gated(i, cols.clone(), g);
+                        let x = &x[i * c..][cols.clone()];
+                        let (a, b, c0, m) = (
+                            &a[cols.clone()],
+                            &b[cols.clone()],
+                            &c0[cols.clone()],
+                            &m[cols],
+                        );
+                        let values = row.iter_mut().zip(&*g).zip(x);
+                        let coefficients = a.iter().zip(b).zip(c0.iter().zip(m));
+                        for (((o, &g), &v), ((&a, &b), (&c0, &m))) in values.zip(coefficients) {
+                            o.write(a * g + b * (v - m) + c0);
+                        }
+                    }
                 });
-                map_columns(dxs, (dy, x), c, |ch| dx(ch, sums[ch]));
             } else {
                 sums = per_channel(dxs, dims, |ch, out| {
                     let (f, gate) = (terms(ch), gate(ch));
