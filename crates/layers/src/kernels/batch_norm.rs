@@ -126,9 +126,15 @@ fn map_row<T: Float>(row: &mut [MaybeUninit<T>], (a, b): (&[T], &[T]), f: impl F
 /// reductions vectorize (a single f64 accumulator made them a fifth of a ResNet-20 step).
 const LANES: usize = 8;
 
-/// `Σ f(a[i], b[i])`, two sums at once, in f64 over [`LANES`] partial sums (a fixed order).
-fn lane_sums<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> [f64; 2]) -> [f64; 2] {
-    let mut acc = [[0.0f64; LANES]; 2];
+/// Adds `f(a[i], b[i])`, two terms at once, to [`LANES`] partial sums each, in f64 (a fixed
+/// order). A channel's rows go into the same partial sums, added up once ([`total`]): M5's
+/// rows are 49 values long, and a sum per row cost as much as its terms.
+fn add_lanes<T: Float>(
+    acc: &mut [[f64; LANES]; 2],
+    a: &[T],
+    b: &[T],
+    f: impl Fn(T, T) -> [f64; 2],
+) {
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (xa, xb) in ca.zip(cb) {
@@ -143,6 +149,10 @@ fn lane_sums<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> [f64; 2]) -> [f64; 
         acc[0][l] += p;
         acc[1][l] += q;
     }
+}
+
+/// The two sums of [`add_lanes`]' partial sums.
+fn total(acc: [[f64; LANES]; 2]) -> [f64; 2] {
     acc.map(|lanes| lanes.iter().sum())
 }
 
@@ -231,18 +241,19 @@ impl BatchNormTrain {
                 return;
             }
             per = per_channel(y, dims, |ch, out| {
-                let mean = rows(dims, ch)
-                    .map(|r| lane_sums(&x[r.clone()], &x[r], |v, _| [v.to_f64(), 0.0])[0])
-                    .sum::<f64>()
-                    / count;
-                let var = rows(dims, ch)
-                    .map(|r| {
-                        let d = |v: T| v.to_f64() - mean;
-                        lane_sums(&x[r.clone()], &x[r], |v, _| [d(v) * d(v), 0.0])[0]
-                    })
-                    .sum::<f64>()
-                    / count;
-                let channel = affine(ch, mean, var);
+                // One pass: the sums of `d = x - x₀` and `d²`, shifted by the channel's first
+                // value so that the variance `E[d²] - E[d]²` does not cancel away.
+                let shift = x[ch * s].to_f64();
+                let mut acc = [[0.0; LANES]; 2];
+                for r in rows(dims, ch) {
+                    add_lanes(&mut acc, &x[r.clone()], &x[r], |v, _| {
+                        let d = v.to_f64() - shift;
+                        [d, d * d]
+                    });
+                }
+                let [sd, sdd] = total(acc);
+                let md = sd / count;
+                let channel = affine(ch, shift + md, (sdd / count - md * md).max(0.0));
                 let f = normalizer(&channel);
                 out.each(|r, row| map_row(row, (&x[r.clone()], &x[r]), f));
                 channel
@@ -370,21 +381,21 @@ impl BatchNormBackward {
                     // comparison in `T` among the sums' f64 arithmetic kept them from being
                     // vectorized).
                     let mut gated = vec![T::ZERO; if relu { s } else { 0 }];
-                    let sum = rows(dims, ch)
-                        .map(|r| {
-                            let g = if relu {
-                                // `gate` copied in, as `map_row` takes its `f`.
-                                let (dy, x, gate) = (&dy[r.clone()], &x[r.clone()], gate);
-                                for ((o, &g), &v) in gated.iter_mut().zip(dy).zip(x) {
-                                    *o = gate(g, v);
-                                }
-                                &gated[..]
-                            } else {
-                                &dy[r.clone()]
-                            };
-                            lane_sums(g, &x[r], f)
-                        })
-                        .fold([0.0, 0.0], |[a, b], [p, q]| [a + p, b + q]);
+                    let mut acc = [[0.0; LANES]; 2];
+                    for r in rows(dims, ch) {
+                        let g = if relu {
+                            // `gate` copied in, as `map_row` takes its `f`.
+                            let (dy, x, gate) = (&dy[r.clone()], &x[r.clone()], gate);
+                            for ((o, &g), &v) in gated.iter_mut().zip(dy).zip(x) {
+                                *o = gate(g, v);
+                            }
+                            &gated[..]
+                        } else {
+                            &dy[r.clone()]
+                        };
+                        add_lanes(&mut acc, g, &x[r], f);
+                    }
+                    let sum = total(acc);
                     let f = dx(ch, sum);
                     out.each(|r, row| map_row(row, (&dy[r.clone()], &x[r]), f));
                     sum
