@@ -1,5 +1,6 @@
 //! Batch norm in training mode on the `[N, C, S]` view. Per channel: the statistics in f64
-//! (two passes, mean then squared deviations), then `y = x · k + t` with the channel's scale
+//! (in one pass over `[N, C, S]`, shifted by the channel's first value; over `[N, C]` the mean,
+//! then the squared deviations), then `y = x · k + t` with the channel's scale
 //! `k = w / σ` and shift `t = b - mean · k`, then a ReLU if asked. The backward op gives all
 //! three gradients: `dx = w / σ · (g - mean(g) - x̂ · mean(g · x̂))`, `dw = Σ g · x̂`,
 //! `db = Σ g`, where `g` is the output gradient, zeroed where the ReLU cut (read off
@@ -259,7 +260,7 @@ impl BatchNormTrain {
                 channel
             });
         };
-        // SAFETY: `map_columns` writes every element of `y`, as does `per_channel` (every
+        // SAFETY: `map_rows` writes every element of `y`, as does `per_channel` (every
         // channel's every row).
         let y = unsafe { output(x.len(), write) };
         (y, per)
@@ -406,7 +407,7 @@ impl BatchNormBackward {
                 dwb[c + ch].write(T::from_f64(sums[ch][0]));
             }
         };
-        // SAFETY: `map_columns` or `per_channel` writes all of `dx`, the loop both halves of
+        // SAFETY: `map_rows` or `per_channel` writes all of `dx`, the loop both halves of
         // `dwb`.
         unsafe { output(x.len() + 2 * c, write) }
     }

@@ -11,7 +11,8 @@
 //! and a sample's forward product and weight gradient go one kernel row at a time over the
 //! columns of one row of taps (`ConvShape::by_kernel_rows`).
 //! Blocks of samples are spread over the kernels' threads; the weight gradient sums one buffer
-//! per split.
+//! per split, by [`DotSums`]' in-place dot products where they pay (f32 on AVX-512, up to 16
+//! output channels per group), else by the `gemm` crate.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
@@ -734,6 +735,7 @@ impl ConvShape {
             self.dilation[0],
         );
         let widest = self.width((0, self.tile_rows().min(self.oh)));
+        // Each pair's columns start on a cache line (16 f32s), as `DotSums` reads best.
         let span = k1 * (widest + (self.kh - 1) * dh * self.ow).next_multiple_of(16);
         let per = if dot.is_some() {
             DOT_MIN_LEN.div_ceil(widest)

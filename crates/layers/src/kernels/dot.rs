@@ -42,8 +42,8 @@ pub(super) struct DotSums {
 impl DotSums {
     /// Zeroed sums for `len` outputs of products whose `A` has `rows` rows, where they pay:
     /// `T` is f32, the CPU has AVX-512, and `rows` is a multiple of [`MR`] up to 16 (measured
-    /// on the ResNet-20 of M2: its 16-channel layers' weight gradients 8-15% faster, whole
-    /// steps 2-3%; at 32 rows, no gain over the `gemm` crate's two-register-tall kernel; at 6,
+    /// on the ResNet-20 of M2: its 16-channel layer's forward and backward passes 6-15% faster,
+    /// whole steps about 3%; at 32 rows, no gain over the `gemm` crate's two-register-tall kernel; at 6,
     /// LeNet-5's tiles of single rows made M1 3% slower). `None` elsewhere.
     pub(super) fn new<T: Float>(rows: usize, len: usize) -> Option<Self> {
         let pays = rows.is_multiple_of(MR) && rows <= 16 && T::f32s(&[]).is_some();
@@ -163,29 +163,27 @@ mod avx512 {
         b: *const f32,
         segments: &[Segment],
     ) {
-        {
-            let mut i = 0;
-            while i < m {
-                let mr = if m - i >= MR { MR } else { 1 };
-                let mut j = 0;
-                while j < n {
-                    let nr = if n - j >= NR { NR } else { 1 };
-                    // SAFETY: rows `i..i + mr` of `a`, `j..j + nr` of `b` (in each segment)
-                    // and their outputs are inside the allocations (the caller's contract).
-                    unsafe {
-                        let out = sums.add((i + j * m) * LANES);
-                        let a = (a.add(i * lda), lda);
-                        match (mr, nr) {
-                            (MR, NR) => tile::<MR, NR>(out, m, a, (b, j), segments),
-                            (MR, _) => tile::<MR, 1>(out, m, a, (b, j), segments),
-                            (_, NR) => tile::<1, NR>(out, m, a, (b, j), segments),
-                            _ => tile::<1, 1>(out, m, a, (b, j), segments),
-                        }
+        let mut i = 0;
+        while i < m {
+            let mr = if m - i >= MR { MR } else { 1 };
+            let mut j = 0;
+            while j < n {
+                let nr = if n - j >= NR { NR } else { 1 };
+                // SAFETY: rows `i..i + mr` of `a`, `j..j + nr` of `b` (in each segment)
+                // and their outputs are inside the allocations (the caller's contract).
+                unsafe {
+                    let out = sums.add((i + j * m) * LANES);
+                    let a = (a.add(i * lda), lda);
+                    match (mr, nr) {
+                        (MR, NR) => tile::<MR, NR>(out, m, a, (b, j), segments),
+                        (MR, _) => tile::<MR, 1>(out, m, a, (b, j), segments),
+                        (_, NR) => tile::<1, NR>(out, m, a, (b, j), segments),
+                        _ => tile::<1, 1>(out, m, a, (b, j), segments),
                     }
-                    j += nr;
                 }
-                i += mr;
+                j += nr;
             }
+            i += mr;
         }
     }
 
