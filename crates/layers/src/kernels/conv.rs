@@ -764,19 +764,14 @@ impl ConvShape {
                         }
                     })
                     .collect();
-                for ky in 0..self.kh {
-                    let (at, shift) = ((ky * self.groups + g) * og * k1, ky * dh * self.ow);
-                    if let Some(dot) = dot {
-                        let moved: Vec<Segment> = segments
-                            .iter()
-                            .map(|s| Segment {
-                                b: s.b + shift,
-                                ..*s
-                            })
-                            .collect();
-                        dot.add(at, (og, k1), (dy, m), &cols, &moved);
-                        continue;
-                    }
+                // Kernel row `ky`'s block of the gradient and the shift of its columns.
+                let block = |ky: usize| ((ky * self.groups + g) * og * k1, ky * dh * self.ow);
+                if let Some(dot) = dot {
+                    let blocks: Vec<_> = (0..self.kh).map(block).collect();
+                    dot.add(&blocks, (og, k1), (dy, m), &cols, &segments);
+                    continue;
+                }
+                for (at, shift) in (0..self.kh).map(block) {
                     for (i, s) in segments.iter().enumerate() {
                         let a = (&dy[s.a..], (m, 1));
                         let b = (&cols[s.b + shift..s.b + k1 * s.ldb], (1, s.ldb));
@@ -824,7 +819,8 @@ impl ConvShape {
                                 ldb: tn,
                                 len: tn,
                             };
-                            dot.add(g * og * k, (og, k), (dyt, count * m), cols, &[whole]);
+                            let at = [(g * og * k, 0)];
+                            dot.add(&at, (og, k), (dyt, count * m), cols, &[whole]);
                             continue;
                         }
                         let acc = first > start || rows.0 > 0;

@@ -58,12 +58,13 @@ impl DotSums {
         None
     }
 
-    /// Adds `A · Bᵀ` to the outputs `at + i + j * m` (a column-major `[m, n]` block at `at`),
-    /// for `a: [m, _]` (rows `lda` apart) and `b: [n, _]`, over the inner dimension's
-    /// `segments`.
+    /// For each `(at, shift)` of `blocks`, adds `A · Bᵀ` to the outputs `at + i + j * m` (a
+    /// column-major `[m, n]` block at `at`), for `a: [m, _]` (rows `lda` apart) and `b: [n, _]`
+    /// read `shift` elements further on, over the inner dimension's `segments`. The blocks
+    /// share `A` (a kernel-row weight gradient's `kh` products), copied at most once.
     pub(super) fn add<T: Float>(
         &mut self,
-        at: usize,
+        blocks: &[(usize, usize)],
         (m, n): (usize, usize),
         (a, lda): (&[T], usize),
         b: &[T],
@@ -80,15 +81,19 @@ impl DotSums {
                 (m - 1) * lda + s.a + s.len <= a.len(),
                 "DotSums::add: a too small"
             );
+            for &(_, shift) in blocks {
+                assert!(
+                    (n - 1) * s.ldb + s.b + shift + s.len <= b.len(),
+                    "DotSums::add: b too small"
+                );
+            }
+        }
+        for &(at, _) in blocks {
             assert!(
-                (n - 1) * s.ldb + s.b + s.len <= b.len(),
-                "DotSums::add: b too small"
+                (at + m * n) * LANES <= self.lanes.len(),
+                "DotSums::add: outputs out of range"
             );
         }
-        assert!(
-            (at + m * n) * LANES <= self.lanes.len(),
-            "DotSums::add: outputs out of range"
-        );
         // `A` (a layer's output gradient, each row read `n / NR` times) is copied where its
         // rows do not start on cache lines, or lie a multiple of 4 KiB apart (then they all
         // fall into the same sets of the L1 cache, which holds only 12 of them: 95 GFLOP/s on
@@ -122,17 +127,20 @@ impl DotSums {
                 .collect();
             (&self.rows[..], ld, &copied[..])
         };
-        let sums = self.lanes[at * LANES..].as_mut_ptr();
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the extents are checked above (the copy's by construction); `new` made
-        // `self` only where the CPU has AVX-512.
-        unsafe {
-            avx512::add(sums, (m, n), (a.as_ptr(), lda), b.as_ptr(), segments)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (sums, a, lda, segments);
-            unreachable!("DotSums is made only on x86-64");
+        for &(at, shift) in blocks {
+            let sums = self.lanes[at * LANES..].as_mut_ptr();
+            let b = b.as_ptr().wrapping_add(shift);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the extents are checked above (the copy's by construction); `new` made
+            // `self` only where the CPU has AVX-512.
+            unsafe {
+                avx512::add(sums, (m, n), (a.as_ptr(), lda), b, segments)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = (sums, a, lda, b, segments);
+                unreachable!("DotSums is made only on x86-64");
+            }
         }
     }
 
@@ -286,10 +294,9 @@ mod tests {
                 from_a += len;
                 from_b += len;
             }
-            // The block at output m * n: two calls.
-            for at in [0, m * n, m * n] {
-                dot.add(at, (m, n), (&a[..], lda), &b[..], &segments);
-            }
+            // The block at output m * n: two blocks of one call, then a second call.
+            dot.add(&[(0, 0), (m * n, 0)], (m, n), (&a[..], lda), &b[..], &segments);
+            dot.add(&[(m * n, 0)], (m, n), (&a[..], lda), &b[..], &segments);
             let got: Vec<f32> = dot.sums();
             for j in 0..n {
                 for i in 0..m {
