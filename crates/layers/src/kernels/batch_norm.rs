@@ -169,6 +169,18 @@ fn normalize<T: Float>(k: T, t: T, floor: T) -> impl Fn(T, T) -> T + Copy {
     }
 }
 
+/// The output gradient `g` at input `v` times the ReLU's slope (1 where `v · k + t > 0`, else
+/// 0, as ReLU's own backward pass gives it); `g` itself without a ReLU.
+fn relu_gate<T: Float>(relu: bool, k: T, t: T) -> impl Fn(T, T) -> T + Copy {
+    move |g, v| {
+        if !relu || v * k + t > T::ZERO {
+            g
+        } else {
+            g * T::ZERO
+        }
+    }
+}
+
 /// The normalisation in training mode, inputs `(x [N, C, S], w [C], b [C])`, optionally
 /// followed by a ReLU (one stored activation fewer per layer, and one pass less). It keeps
 /// the batch's statistics for the backward op and for the caller.
@@ -235,8 +247,7 @@ impl BatchNormTrain {
                 map_rows(y, c, |i, row| {
                     let x = &x[i * c..][..c];
                     for ((o, &v), (&k, &t)) in row.iter_mut().zip(x).zip(k.iter().zip(&t)) {
-                        let v = v * k + t;
-                        o.write(if v < floor { floor } else { v });
+                        o.write(normalize(k, t, floor)(v, v));
                     }
                 });
                 return;
@@ -281,17 +292,9 @@ impl BatchNormBackward {
         let (n, c, s) = dims;
         let count = (n * s) as f64;
         let (st, relu) = (&self.channels, self.relu);
-        // The output gradient times the ReLU's slope (1 where `x · k + t > 0`, else 0), as
-        // ReLU's own backward pass gives it.
         let gate = |ch: usize| {
             let [k, t] = st[ch].scale_shift();
-            move |g: T, v: T| {
-                if !relu || v * k + t > T::ZERO {
-                    g
-                } else {
-                    g * T::ZERO
-                }
-            }
+            relu_gate(relu, k, t)
         };
         // Per channel, in f64: `Σ g` and `Σ g · x̂`.
         let terms = |ch: usize| {
@@ -329,11 +332,7 @@ impl BatchNormBackward {
                     for ((o, (&g, &v)), (&k, &t)) in
                         out.iter_mut().zip(dy.iter().zip(x)).zip(k.iter().zip(t))
                     {
-                        *o = if !relu || v * k + t > T::ZERO {
-                            g
-                        } else {
-                            g * T::ZERO
-                        };
+                        *o = relu_gate(relu, k, t)(g, v);
                     }
                 };
                 sums = column_sums((n, c), |i, cols, s0, s1| {
