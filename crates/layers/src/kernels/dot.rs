@@ -42,9 +42,10 @@ pub(super) struct DotSums {
 impl DotSums {
     /// Zeroed sums for `len` outputs of products whose `A` has `rows` rows, where they pay:
     /// `T` is f32, the CPU has AVX-512, and `rows` is a multiple of [`MR`] up to 16 (measured
-    /// on the ResNet-20 of M2: its 16-channel layer's forward and backward passes 6-15% faster,
-    /// whole steps about 3%; at 32 rows, no gain over the `gemm` crate's two-register-tall kernel; at 6,
-    /// LeNet-5's tiles of single rows made M1 3% slower). `None` elsewhere.
+    /// on the ResNet-20 of M2: its 16-channel layer's forward and backward passes 6-15%
+    /// faster, whole steps about 3%; at 32 rows, no gain over the `gemm` crate's
+    /// two-register-tall kernel; at 6, LeNet-5's tiles of single rows made M1 3% slower).
+    /// `None` elsewhere.
     pub(super) fn new<T: Float>(rows: usize, len: usize) -> Option<Self> {
         let pays = rows.is_multiple_of(MR) && rows <= 16 && T::f32s(&[]).is_some();
         #[cfg(target_arch = "x86_64")]
