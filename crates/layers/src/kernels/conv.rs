@@ -10,6 +10,8 @@
 //! they stay in the cache. At stride 1 the input gradient is mostly a convolution of `dy` instead,
 //! and a sample's forward product and weight gradient go one kernel row at a time over the
 //! columns of one row of taps (`ConvShape::by_kernel_rows`).
+//! 3x3 convolutions at stride 1 with "same" padding and at least 16 channels go by Winograd's
+//! transforms instead ([`super::winograd`]).
 //! Blocks of samples are spread over the kernels' threads; the weight gradient sums one buffer
 //! per split, by [`DotSums`]' in-place dot products where they pay (f32 on AVX-512, up to 16
 //! output channels per group), else by the `gemm` crate.
@@ -23,7 +25,7 @@ use super::{
     add_transposed, check_extents, contiguous,
     dot::{DotSums, Segment},
     gemm_raw, matmul, matmul_col_major, output, par_chunks_mut_with, par_map, saved, slice,
-    threads, write_copy, zeroed, Aligned, Float,
+    threads, winograd, write_copy, zeroed, Aligned, Float,
 };
 
 /// Everything a convolution's three ops need: `x: [n, c, h, w]`, `w: [o, c / groups, kh, kw]`,
@@ -539,6 +541,9 @@ impl ConvShape {
     }
 
     fn forward<T: Float>(&self, x: &[T], w: &[T]) -> Vec<T> {
+        if winograd::applies::<T>(self) {
+            return winograd::forward(self, x, w);
+        }
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let by_rows = self
             .kernel_row_shape()
@@ -621,16 +626,17 @@ impl ConvShape {
     /// columns (`o * kh * kw` rows of `h * w`) are copied from `dy`, where the transposed
     /// product writes `c * kh * kw` rows of `oh * ow` and scatters them back; it is taken where
     /// its columns are no more (M6's 64->32 layer at 64x64: half), and for a pointwise one
-    /// (`dy` is its own columns). Taken at LeNet-5's 6->16 5x5 layer (five times more
-    /// columns), it cost M1 a third of its speed.
-    fn data_as_forward(&self) -> Option<Self> {
+    /// (`dy` is its own columns), and wherever Winograd's transforms compute it (they make
+    /// no columns). Taken at LeNet-5's 6->16 5x5 layer (five times more columns), it cost M1 a
+    /// third of its speed.
+    fn data_as_forward<T: Float>(&self) -> Option<Self> {
         let pad = |k: usize, d: usize, p: usize| ((k - 1) * d).checked_sub(p);
         let ([ph, pw], [dh, dw]) = (self.padding, self.dilation);
         let fewer = self.pointwise() || self.o * self.h * self.w <= self.c * self.plane_out();
-        if self.stride != [1, 1] || !fewer {
+        if self.stride != [1, 1] {
             return None;
         }
-        Some(Self {
+        let flipped = Self {
             c: self.o,
             h: self.oh,
             w: self.ow,
@@ -639,7 +645,8 @@ impl ConvShape {
             ow: self.w,
             padding: [pad(self.kh, dh, ph)?, pad(self.kw, dw, pw)?],
             ..*self
-        })
+        };
+        (fewer || winograd::applies::<T>(&flipped)).then_some(flipped)
     }
 
     /// The kernel of [`Self::data_as_forward`]: `w: [o, c/g, kh, kw]` flipped in both spatial
@@ -666,7 +673,7 @@ impl ConvShape {
     /// scattered back by col2im, in the forward pass's tiles of rows (at 128x128, 32->64
     /// channels, whole planes took 19 MB of columns per thread and about 30% more time).
     fn backward_data<T: Float>(&self, dy: &[T], w: &[T]) -> Vec<T> {
-        if let Some(flipped) = self.data_as_forward() {
+        if let Some(flipped) = self.data_as_forward::<T>() {
             return flipped.forward(dy, &self.flipped(w));
         }
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
@@ -787,6 +794,9 @@ impl ConvShape {
     /// split of the batch, added in order, so the result does not depend on scheduling (runs
     /// resume bitwise).
     fn backward_filter<T: Float>(&self, x: &[T], dy: &[T]) -> Vec<T> {
+        if winograd::applies::<T>(self) {
+            return winograd::backward_filter(self, x, dy);
+        }
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let by_rows = self.kernel_row_shape();
         let per_part = self.n.div_ceil(threads().clamp(1, self.n.max(1))).max(1);

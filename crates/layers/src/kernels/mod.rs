@@ -25,6 +25,7 @@ mod tanh;
 #[cfg(test)]
 mod tests;
 mod threads;
+mod winograd;
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};

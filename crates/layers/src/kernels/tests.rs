@@ -311,6 +311,51 @@ proptest! {
     }
 
     #[test]
+    fn winograd_conv_matches_candle_forward_and_gradients_for_odd_and_even_planes(
+        n in 1..3usize, c in 16..19usize, o in 16..19usize, size in [1..40usize, 1..40usize], seed in any::<u64>()
+    ) {
+        // 3x3, stride 1, padding 1, at least 16 channels in and out: all three passes go by
+        // Winograd's transforms (the input gradient as the same convolution of `dy`), over
+        // tiles cut by the plane's odd last row or column, chunks of several samples or of
+        // some tile rows.
+        let g = Geom::of((n, 1, c, o), size, [3; 2], [1; 2], [1; 2], [1; 2]);
+        let shape = g.shape();
+        prop_assert!(winograd::applies::<f64>(&shape));
+        let (x, w) = (g.x(seed), g.w(seed ^ 1));
+        let kernel = value_and_grads(&[x.clone(), w.clone()], |t| conv2d(&t[0], &t[1], shape));
+        let reference = value_and_grads(&[x, w], |t| {
+            Ok(conv2d_candle(&t[0], &t[1], &g.conv(), "test").unwrap())
+        });
+        assert_same(kernel, reference);
+    }
+
+    #[test]
+    fn winograd_conv_in_f32_matches_the_f64_kernel_in_all_three_passes(
+        n in 1..3usize, c in 16..19usize, o in 16..19usize, size in [1..40usize, 1..40usize], seed in any::<u64>()
+    ) {
+        // On a CPU with AVX-512 the f32 transforms go 16 tiles per vector (rows of 1-20
+        // tiles: one or two vectors, masked); f64 takes the generic loops.
+        let g = Geom::of((n, 1, c, o), size, [3; 2], [1; 2], [1; 2], [1; 2]);
+        let shape = g.shape();
+        let (x, w, dy) = (g.x(seed), g.w(seed ^ 1), randn(seed ^ 2, &[n, o, size[0], size[1]]));
+        let passes = |x: &Tensor, w: &Tensor, dy: &Tensor| {
+            [
+                conv2d(x, w, shape).unwrap(),
+                conv_transpose2d(dy, w, shape).unwrap(),
+                conv2d_weight_grad(x, dy, shape).unwrap(),
+            ]
+        };
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let got = passes(&f32s(&x), &f32s(&w), &f32s(&dy));
+        for (i, (got, want)) in got.iter().zip(passes(&x, &w, &dy)).enumerate() {
+            let got = got.to_dtype(DType::F64).unwrap();
+            let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap().max(1.0);
+            let d = max_diff(&got, &want) / scale;
+            prop_assert!(d < 1e-5, "pass {i}: relative difference {d}");
+        }
+    }
+
+    #[test]
     fn transposed_conv_kernel_matches_candle_forward_and_gradients(g in any_geom(), extra in [0..2usize, 0..2usize], seed in any::<u64>()) {
         // The transposed convolution maps the conv's output size back to its input size (plus
         // an output_padding that leaves the last rows/columns without any window).
