@@ -106,22 +106,16 @@ impl Plan {
         let (th, tw) = (s.h.div_ceil(2), s.w.div_ceil(2));
         let chunk_tiles =
             (CHUNK_VALUES / (XI * (s.c + s.o))).clamp(MIN_CHUNK_TILES, MAX_CHUNK_TILES);
-        if th * tw >= chunk_tiles {
-            let rows = (chunk_tiles / tw).clamp(1, th);
-            Self {
-                th,
-                tw,
-                samples: 1,
-                rows,
-            }
+        let (samples, rows) = if th * tw >= chunk_tiles {
+            (1, (chunk_tiles / tw).clamp(1, th))
         } else {
-            let samples = (chunk_tiles / (th * tw).max(1)).clamp(1, s.n.max(1));
-            Self {
-                th,
-                tw,
-                samples,
-                rows: th,
-            }
+            ((chunk_tiles / (th * tw).max(1)).clamp(1, s.n.max(1)), th)
+        };
+        Self {
+            th,
+            tw,
+            samples,
+            rows,
         }
     }
 
@@ -156,8 +150,9 @@ impl Chunk {
     }
 }
 
-/// One thread's scratch: `V` (`[16, c, tiles]`), `M` (`[16, o, tiles]`), and the rows of
-/// the transforms.
+/// One thread's scratch: `V` (`[16, c, tiles]`), `M` (`[16, o, tiles]`), each position's
+/// matrix [`xi_len`] from the next, and the generic transforms' lines (four of `2 tw + 2`, or
+/// eight of `tw` and two more).
 struct Scratch<T> {
     v: Vec<T>,
     m: Vec<T>,
@@ -464,40 +459,8 @@ pub(super) fn forward<T: Float>(s: &ConvShape, x: &[T], w: &[T]) -> Vec<T> {
                 let first = i * plan.samples;
                 let end = (first + plan.samples).min(s.n);
                 for ch in plan.chunks((first, end)) {
-                    let tiles = ch.tiles(plan.tw);
                     transform_input(s, plan.tw, x, ch, &mut sc.v, &mut sc.lines);
-                    #[cfg(target_arch = "x86_64")]
-                    if fast::<T>() {
-                        let (lv, lm) = (xi_len(c, tiles), xi_len(o, tiles));
-                        assert!(XI * lv <= sc.v.len() && XI * lm <= sc.m.len());
-                        for xi in 0..XI {
-                            // SAFETY: the CPU has AVX-512F and `T` is f32 (`fast`); `U_ξ`,
-                            // `V_ξ` and `M_ξ` are inside their buffers (checked above).
-                            unsafe {
-                                avx512::product(
-                                    u.as_ptr().add(xi * o * c).cast(),
-                                    (o, c),
-                                    sc.v.as_ptr().add(xi * lv).cast(),
-                                    tiles,
-                                    sc.m.as_mut_ptr().add(xi * lm).cast(),
-                                );
-                            }
-                        }
-                        transform_output(s, plan.tw, &sc.m, ch, first, yb, &mut sc.lines);
-                        continue;
-                    }
-                    for xi in 0..XI {
-                        matmul(
-                            (o, tiles, c),
-                            &mut sc.m[xi * xi_len(o, tiles)..][..o * tiles],
-                            tiles,
-                            &u[xi * o * c..][..o * c],
-                            (c, 1),
-                            &sc.v[xi * xi_len(c, tiles)..][..c * tiles],
-                            (tiles, 1),
-                            false,
-                        );
-                    }
+                    products(&u, (o, c, ch.tiles(plan.tw)), &sc.v, &mut sc.m);
                     transform_output(s, plan.tw, &sc.m, ch, first, yb, &mut sc.lines);
                 }
             },
@@ -506,6 +469,35 @@ pub(super) fn forward<T: Float>(s: &ConvShape, x: &[T], w: &[T]) -> Vec<T> {
     // SAFETY: each block's chunks cover all its samples' tile rows, and each tile row writes
     // every output of its two rows of every output channel.
     unsafe { output(s.n * o * hw, write) }
+}
+
+/// `M_ξ = U_ξ · V_ξ` for the 16 positions of a chunk of `tiles` tiles: `U` is `[16, o, c]`,
+/// `V` and `M` the chunk's scratch.
+fn products<T: Float>(u: &[T], (o, c, tiles): (usize, usize, usize), v: &[T], m: &mut [T]) {
+    let (lv, lm) = (xi_len(c, tiles), xi_len(o, tiles));
+    #[cfg(target_arch = "x86_64")]
+    if fast::<T>() {
+        assert!(XI * o * c <= u.len() && XI * lv <= v.len() && XI * lm <= m.len());
+        for xi in 0..XI {
+            // SAFETY: the CPU has AVX-512F and `T` is f32 (`fast`); `U_ξ`, `V_ξ` and `M_ξ`
+            // are inside their buffers (checked above).
+            unsafe {
+                avx512::product(
+                    u.as_ptr().add(xi * o * c).cast(),
+                    (o, c),
+                    v.as_ptr().add(xi * lv).cast(),
+                    tiles,
+                    m.as_mut_ptr().add(xi * lm).cast(),
+                );
+            }
+        }
+        return;
+    }
+    for xi in 0..XI {
+        let (u, v) = (&u[xi * o * c..][..o * c], &v[xi * lv..][..c * tiles]);
+        let m = &mut m[xi * lm..][..o * tiles];
+        matmul((o, tiles, c), m, tiles, u, (c, 1), v, (tiles, 1), false);
+    }
 }
 
 /// `dw` from `x` and `dy`, summed over the batch: one partial sum per thread over a fixed
