@@ -34,11 +34,12 @@ const XI: usize = 16;
 /// The values a chunk's transformed input and products take at most (`16 (c + o)` per tile),
 /// where a chunk has more than [`MIN_CHUNK_TILES`]: they are written, then read back, so they
 /// should stay in the cache. 2^17 (512 KiB of f32) gives ResNet-20's 16-channel layers 256
-/// tiles; on ResNet-20 and U-Net steps, 2^16 was 6-8% slower, 2^19 5-7%.
+/// tiles; on ResNet-20 and U-Net steps, 2^16 was 8% slower, 2^19 4-14%.
 const CHUNK_VALUES: usize = 1 << 17;
 
-/// The fewest tiles a chunk covers (where the plane and batch have them): U-Net's layers of
-/// 128 and 256 channels ran 8% slower at 16 to 64 tiles per chunk (2^17 values) than at 128.
+/// The fewest tiles a chunk covers (where the plane and batch have them): by [`CHUNK_VALUES`]
+/// alone U-Net's layers of 128 and 256 channels get 32 and 16 tiles, and its steps ran 8-10%
+/// slower; with at least 64 tiles, the same as with 128.
 const MIN_CHUNK_TILES: usize = 128;
 
 /// The most tiles a chunk covers.
