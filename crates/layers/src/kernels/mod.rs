@@ -5,7 +5,8 @@
 //!
 //! candle 0.11's CPU convolution backward runs on one core and its transposed convolution is a
 //! direct loop; these kernels gather columns per sample (im2col), multiply with the `gemm`
-//! crate and spread the batch over candle's CPU threads ([`threads`]). Each is a candle custom
+//! crate (3x3 convolutions at stride 1 go by Winograd's transforms instead, `winograd`) and
+//! spread the batch over candle's CPU threads ([`threads`]). Each is a candle custom
 //! op whose backward pass is again a custom op, so the layers stay differentiable (the three
 //! convolution ops are each other's gradients, to any order).
 //!
