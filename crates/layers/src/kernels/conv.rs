@@ -24,8 +24,8 @@ use std::ops::Range;
 use super::{
     add_transposed, check_extents, contiguous,
     dot::{DotSums, Segment},
-    gemm_raw, matmul, matmul_col_major, output, par_chunks_mut_with, par_map, saved, slice,
-    threads, winograd, write_copy, zeroed, Aligned, Float,
+    gemm_raw, matmul, matmul_col_major, output, par_chunks_mut_with, saved, slice, sum_over_batch,
+    winograd, write_copy, zeroed, Aligned, Float,
 };
 
 /// Everything a convolution's three ops need: `x: [n, c, h, w]`, `w: [o, c / groups, kh, kw]`,
@@ -790,22 +790,17 @@ impl ConvShape {
         }
     }
 
-    /// `dw` from `x` and `dy`, summed over the batch: one partial sum per thread over a fixed
-    /// split of the batch, added in order, so the result does not depend on scheduling (runs
-    /// resume bitwise).
+    /// `dw` from `x` and `dy`, summed over the batch by [`sum_over_batch`].
     fn backward_filter<T: Float>(&self, x: &[T], dy: &[T]) -> Vec<T> {
         if winograd::applies::<T>(self) {
             return winograd::backward_filter(self, x, dy);
         }
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let by_rows = self.kernel_row_shape();
-        let per_part = self.n.div_ceil(threads().clamp(1, self.n.max(1))).max(1);
         // Each group's `[o/g, rows]` block is summed column-major: `cols` is read
         // transposed, which the `gemm` crate takes at full rate only into that layout
         // (see `gemm_raw`), and it is transposed once, at the end.
-        let parts = par_map(self.n.div_ceil(per_part), |part| {
-            let start = part * per_part;
-            let end = (start + per_part).min(self.n);
+        let mut sum = sum_over_batch(self.n, self.o * k, |(start, end)| {
             let mut dw = vec![T::ZERO; self.o * k];
             let mut dot = DotSums::new::<T>(og, self.o * k);
             if let Some(how) = &by_rows {
@@ -841,11 +836,6 @@ impl ConvShape {
             }
             dot.map_or(dw, |dot| dot.sums())
         });
-        let mut parts = parts.into_iter();
-        let mut sum = parts.next().unwrap_or_else(|| vec![T::ZERO; self.o * k]);
-        for p in parts {
-            sum.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
-        }
         if by_rows.is_some() {
             sum = self.kernel_rows_to_taps(&sum);
         }

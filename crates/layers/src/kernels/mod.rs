@@ -188,6 +188,26 @@ unsafe fn output<T: Float>(len: usize, write: impl FnOnce(&mut [MaybeUninit<T>])
     v
 }
 
+/// The sum of `part(start, end)` (each `len` long) over a fixed split of the batch `0..n`, one
+/// range per thread, added in order: the result does not depend on scheduling (runs resume
+/// bitwise). The weight gradients sum over the batch this way.
+fn sum_over_batch<T: Float>(
+    n: usize,
+    len: usize,
+    part: impl Fn((usize, usize)) -> Vec<T> + Sync,
+) -> Vec<T> {
+    let per_part = n.div_ceil(threads().clamp(1, n.max(1))).max(1);
+    let parts = par_map(n.div_ceil(per_part), |i| {
+        part((i * per_part, ((i + 1) * per_part).min(n)))
+    });
+    let mut parts = parts.into_iter();
+    let mut sum = parts.next().unwrap_or_else(|| vec![T::ZERO; len]);
+    for p in parts {
+        sum.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
+    }
+    sum
+}
+
 /// A zeroed buffer that starts on a cache line, so that rows of a multiple of 64 bytes stay
 /// on cache-line boundaries: a vector load across two lines costs two (the dot products of
 /// [`dot`] ran at 85-90 GFLOP/s on one core from unaligned rows, 115-135 from aligned ones).

@@ -28,9 +28,12 @@ fn randn(seed: u64, shape: &[usize]) -> Tensor {
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
+    max_abs(&(a - b).unwrap())
+}
+
+/// The largest magnitude in an f64 tensor.
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs()
         .unwrap()
         .max_all()
         .unwrap()
@@ -350,7 +353,7 @@ proptest! {
         let got = passes(&f32s(&x), &f32s(&w), &f32s(&dy));
         for (i, (got, want)) in got.iter().zip(passes(&x, &w, &dy)).enumerate() {
             let got = got.to_dtype(DType::F64).unwrap();
-            let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap().max(1.0);
+            let scale = max_abs(&want).max(1.0);
             let d = max_diff(&got, &want) / scale;
             prop_assert!(d < 1e-5, "pass {i}: relative difference {d}");
         }
@@ -743,14 +746,7 @@ fn conv_weight_gradient_in_f32_matches_the_f64_kernel_where_dot_products_sum_it(
         let want = conv2d_weight_grad(&x, &dy, shape).unwrap();
         let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
         let got = conv2d_weight_grad(&f32s(&x), &f32s(&dy), shape).unwrap();
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
-        let d = max_diff(&got.to_dtype(DType::F64).unwrap(), &want) / scale;
+        let d = max_diff(&got.to_dtype(DType::F64).unwrap(), &want) / max_abs(&want);
         assert!(
             d < 1e-5,
             "{size}x{size} stride {stride}: relative difference {d}"

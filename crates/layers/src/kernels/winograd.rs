@@ -13,16 +13,15 @@
 //! The input gradient is the same convolution of `dy` with the kernel flipped
 //! (`ConvShape::data_as_forward`). The weight gradient is the forward product's adjoint through
 //! the same transforms: `dU_ξ = dM_ξ · V_ξᵀ` (by the `gemm` crate) with `dM = A dy Aᵀ`, then
-//! `dg = Gᵀ dU G`. In exact
-//! arithmetic all three equal the direct sums; in floating point they differ by rounding only
-//! (the transforms' coefficients are 0, ±1 and ±1/2).
+//! `dg = Gᵀ dU G`. In exact arithmetic all three equal the direct sums; in floating point they
+//! differ by rounding only (the transforms' coefficients are 0, ±1 and ±1/2).
 
 use std::mem::MaybeUninit;
 
 use candle_core::DType;
 
 use super::{
-    conv::ConvShape, matmul, matmul_col_major, output, par_chunks_mut_with, par_map, threads, Float,
+    conv::ConvShape, matmul, matmul_col_major, output, par_chunks_mut_with, sum_over_batch, Float,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -407,9 +406,10 @@ fn transform_grad<T: Float>(
                 } else {
                     &zeros[..]
                 };
+                let at = ch.at(j, ty, tw);
                 #[cfg(target_arch = "x86_64")]
                 if fast {
-                    let (first, stride) = (oc * tiles + ch.at(j, ty, tw), xi_len(o, tiles));
+                    let (first, stride) = (oc * tiles + at, xi_len(o, tiles));
                     assert!(first + (XI - 1) * stride + tw <= m.len());
                     let (a, b) = (a.as_ptr().cast::<f32>(), b.as_ptr().cast::<f32>());
                     // SAFETY: the CPU has AVX-512F and `T` is f32 (`fast`); `a` and `b` have
@@ -425,7 +425,6 @@ fn transform_grad<T: Float>(
                 combine(&mut l1[..w], a, b, |a, b| a + b);
                 combine(&mut l2[..w], a, b, |a, b| a - b);
                 combine(&mut l3[..w], a, b, |_, b| T::ZERO - b);
-                let at = ch.at(j, ty, tw);
                 for (i, line) in lines.chunks_exact(len).enumerate() {
                     let first = 4 * i * xi_len(o, tiles) + oc * tiles + at;
                     let [m0, m1, m2, m3] = rows_of(m, first, xi_len(o, tiles), tw);
@@ -501,16 +500,13 @@ fn products<T: Float>(u: &[T], (o, c, tiles): (usize, usize, usize), v: &[T], m:
     }
 }
 
-/// `dw` from `x` and `dy`, summed over the batch: one partial sum per thread over a fixed
-/// split of the batch, added in order (the result does not depend on scheduling).
+/// `dw` from `x` and `dy`, summed over the batch by [`sum_over_batch`].
 pub(super) fn backward_filter<T: Float>(s: &ConvShape, x: &[T], dy: &[T]) -> Vec<T> {
     let plan = Plan::new(s);
     let (c, o) = (s.c, s.o);
-    let per_part = s.n.div_ceil(threads().clamp(1, s.n.max(1))).max(1);
     // Each `dU_ξ` is summed column-major (`[o, c]`, element `(oc, ic)` at `oc + ic o`): the
     // `gemm` crate's fast layout for a product with its second operand read transposed.
-    let parts = par_map(s.n.div_ceil(per_part), |part| {
-        let (start, end) = (part * per_part, ((part + 1) * per_part).min(s.n));
+    let du = sum_over_batch(s.n, XI * o * c, |(start, end)| {
         let mut sc = Scratch::new(s, &plan);
         let mut du = vec![T::ZERO; XI * o * c];
         for ch in plan.chunks((start, end)) {
@@ -525,11 +521,6 @@ pub(super) fn backward_filter<T: Float>(s: &ConvShape, x: &[T], dy: &[T]) -> Vec
         }
         du
     });
-    let mut parts = parts.into_iter();
-    let mut du = parts.next().unwrap_or_else(|| vec![T::ZERO; XI * o * c]);
-    for p in parts {
-        du.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
-    }
     // `dg = Gᵀ dU G` per pair of channels, into `[o, c, 3, 3]`.
     let mut dw = vec![T::ZERO; o * c * 9];
     for (pair, out) in dw.chunks_exact_mut(9).enumerate() {
