@@ -26,6 +26,8 @@ use super::{
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+use avx512::Span;
 
 /// Positions of a transformed 4x4 tile.
 const XI: usize = 16;
@@ -216,35 +218,22 @@ fn transform_input<T: Float>(
     lines: &mut [T],
 ) {
     let (c, h, w) = (s.c, s.h, s.w);
-    let tiles = ch.tiles(tw);
+    #[cfg(target_arch = "x86_64")]
+    if fast::<T>() {
+        let rows = |ty| input_rows((h, w), ty);
+        return rows_to_tiles(avx512::input_tiles, (h, w), (x, c), (ch, tw), rows, v);
+    }
+    let (tiles, zeros) = (ch.tiles(tw), vec![T::ZERO; w]);
     let len = 2 * tw + 2;
     let lines = &mut lines[..4 * len];
     lines.fill(T::ZERO);
-    let (zeros, fast) = (vec![T::ZERO; w], fast::<T>());
     for j in 0..ch.count {
         for ic in 0..c {
             let plane = &x[((ch.first + j) * c + ic) * h * w..][..h * w];
             for ty in ch.ty.0..ch.ty.1 {
-                // Input rows `2 ty - 1 ..= 2 ty + 2`; rows outside the plane are zeros.
-                let row = |r: usize| match (2 * ty + r).checked_sub(1) {
-                    Some(y) if y < h => &plane[y * w..][..w],
-                    _ => &zeros[..],
-                };
-                let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
+                let [d0, d1, d2, d3] =
+                    input_rows((h, w), ty).map(|at| at.map_or(&zeros[..], |at| &plane[at..][..w]));
                 let at = ch.at(j, ty, tw);
-                #[cfg(target_arch = "x86_64")]
-                if fast {
-                    let (first, stride) = (ic * tiles + at, xi_len(c, tiles));
-                    assert!(first + (XI - 1) * stride + tw <= v.len());
-                    let d = [d0, d1, d2, d3].map(|r| r.as_ptr().cast::<f32>());
-                    // SAFETY: the CPU has AVX-512F and `T` is f32 (`fast`); the input rows
-                    // have `w` elements, the 16 output rows `tw` (checked above).
-                    unsafe {
-                        let out = v.as_mut_ptr().add(first).cast::<f32>();
-                        avx512::input_row(d, w, tw, out, stride);
-                    }
-                    continue;
-                }
                 let [l0, l1, l2, l3] = quarters(lines, len);
                 combine(&mut l0[1..=w], d0, d2, |a, b| a - b);
                 combine(&mut l1[1..=w], d1, d2, |a, b| a + b);
@@ -258,6 +247,106 @@ fn transform_input<T: Float>(
             }
         }
     }
+}
+
+/// Where in a `[h, w]` plane tile row `ty`'s four input rows (`2 ty - 1 ..= 2 ty + 2`) start;
+/// `None` for rows of padding.
+fn input_rows((h, w): (usize, usize), ty: usize) -> [Option<usize>; 4] {
+    [0, 1, 2, 3].map(|r| {
+        (2 * ty + r)
+            .checked_sub(1)
+            .filter(|&y| y < h)
+            .map(|y| y * w)
+    })
+}
+
+/// Where in a `[h, w]` plane tile row `ty`'s two output rows start; `None` for a second row
+/// past the plane's end (odd `h`).
+fn output_rows((h, w): (usize, usize), ty: usize) -> [Option<usize>; 2] {
+    [2 * ty, 2 * ty + 1].map(|y| (y < h).then_some(y * w))
+}
+
+/// A plane's tile rows `ty.0..ty.1`, 16 tiles at a time (the lanes of a vector), as spans
+/// with `rows(ty)`; each group of 16 starts at lane 0. Short rows share a vector: one a
+/// vector, ResNet-20's 7x7 and 14x14 planes filled 4 or 7 of its 16 lanes.
+#[cfg(target_arch = "x86_64")]
+fn spans<P>((y0, y1): (usize, usize), tw: usize, rows: impl Fn(usize) -> P) -> Vec<Span<P>> {
+    let (mut out, mut lane) = (Vec::new(), 0);
+    for ty in y0..y1 {
+        if lane + tw > XI {
+            lane = 0;
+        }
+        let mut tx = 0;
+        while tx < tw {
+            let len = (tw - tx).min(XI - lane);
+            let tile = (ty - y0) * tw + tx;
+            out.push(Span {
+                rows: rows(ty),
+                tx,
+                lane,
+                len,
+                tile,
+            });
+            (tx, lane) = (tx + len, (lane + len) % XI);
+        }
+    }
+    out
+}
+
+/// `f(p, group, first)` for each of a chunk's planes (`p = j channels + k` for its `j`-th
+/// sample's channel `k`) and each group of 16 tiles of [`spans`]' `spans`; `first` is the
+/// group's first tile in the chunk's `[channels, tiles]` matrices.
+#[cfg(target_arch = "x86_64")]
+fn each_group<P>(
+    ch: Chunk,
+    tw: usize,
+    channels: usize,
+    spans: &[Span<P>],
+    mut f: impl FnMut(usize, &[Span<P>], usize),
+) {
+    let tiles = ch.tiles(tw);
+    for j in 0..ch.count {
+        for k in 0..channels {
+            for group in spans.chunk_by(|_, b| b.lane != 0) {
+                let first = k * tiles + j * ch.rows() * tw + group[0].tile;
+                f(j * channels + k, group, first);
+            }
+        }
+    }
+}
+
+/// `avx512::input_tiles` or `avx512::grad_tiles`: reads `R` rows of a plane (or zeros) per
+/// span, writes 16 rows of a chunk's scratch.
+#[cfg(target_arch = "x86_64")]
+type RowsKernel<const R: usize> =
+    unsafe fn((*const f32, *const f32), &[Span<[Option<usize>; R]>], usize, *mut f32, usize);
+
+/// The transform of a chunk's tiles by an AVX-512 kernel (`input_tiles` or `grad_tiles`) that
+/// reads rows `rows(ty)` of `src`'s planes (`channels` of `[h, w]` per sample) and writes the
+/// 16 rows of `out` (`[16, channels, tiles]`), a group of 16 tiles at a time.
+#[cfg(target_arch = "x86_64")]
+fn rows_to_tiles<T: Float, const R: usize>(
+    kernel: RowsKernel<R>,
+    (h, w): (usize, usize),
+    (src, channels): (&[T], usize),
+    (ch, tw): (Chunk, usize),
+    rows: impl Fn(usize) -> [Option<usize>; R],
+    out: &mut [T],
+) {
+    let (spans, stride) = (spans(ch.ty, tw, rows), xi_len(channels, ch.tiles(tw)));
+    let zeros = vec![T::ZERO; w];
+    each_group(ch, tw, channels, &spans, |p, group, first| {
+        let plane = &src[(ch.first * channels + p) * h * w..][..h * w];
+        assert!(first + (XI - 1) * stride + avx512::count(group) <= out.len());
+        let rows = (plane.as_ptr().cast::<f32>(), zeros.as_ptr().cast::<f32>());
+        // SAFETY: the caller checked that the CPU has AVX-512F and `T` is f32 (`fast`); the
+        // spans' rows are rows of the `[h, w]` plane, `zeros` has `w` elements, the 16 output
+        // rows the group's tiles (checked above).
+        unsafe {
+            let to = out.as_mut_ptr().add(first).cast::<f32>();
+            kernel(rows, group, w, to, stride);
+        }
+    });
 }
 
 /// `d B` along a padded line: for tile `tx`, of `line[2 tx..2 tx + 4]` = `(d0, d1, d2, d3)`,
@@ -325,28 +414,32 @@ fn transform_output<T: Float>(
 ) {
     let (o, h, w) = (s.o, s.h, s.w);
     let tiles = ch.tiles(tw);
+    #[cfg(target_arch = "x86_64")]
+    if fast::<T>() {
+        let (spans, stride) = (
+            spans(ch.ty, tw, |ty| output_rows((h, w), ty)),
+            xi_len(o, tiles),
+        );
+        each_group(ch, tw, o, &spans, |p, group, first| {
+            let plane = &mut yb[((ch.first - block_first) * o + p) * h * w..][..h * w];
+            assert!(first + (XI - 1) * stride + avx512::count(group) <= m.len());
+            // SAFETY: the CPU has AVX-512F and `T` is f32 (`fast`); the 16 rows of `M` have
+            // the group's tiles (checked above); the spans' rows are rows of the `[h, w]`
+            // plane.
+            unsafe {
+                let m = m.as_ptr().add(first).cast::<f32>();
+                avx512::output_tiles(m, stride, plane.as_mut_ptr().cast(), group, w);
+            }
+        });
+        return;
+    }
     let (sums, pairs) = lines.split_at_mut(8 * tw);
-    let (pairs, fast) = (&mut pairs[..2 * tw], fast::<T>());
+    let pairs = &mut pairs[..2 * tw];
     for j in 0..ch.count {
         for oc in 0..o {
             let plane = &mut yb[((ch.first - block_first + j) * o + oc) * h * w..][..h * w];
             for ty in ch.ty.0..ch.ty.1 {
                 let at = ch.at(j, ty, tw);
-                #[cfg(target_arch = "x86_64")]
-                if fast {
-                    let (first, stride) = (oc * tiles + at, xi_len(o, tiles));
-                    assert!(first + (XI - 1) * stride + tw <= m.len());
-                    let rows = plane[2 * ty * w..].as_mut_ptr().cast::<f32>();
-                    let bottom = (2 * ty + 1 < h).then(|| rows.wrapping_add(w));
-                    // SAFETY: the CPU has AVX-512F and `T` is f32 (`fast`); the 16 rows of
-                    // `M` have `tw` elements (checked above), the output rows `w` (the
-                    // bottom one only where `2 ty + 1 < h`).
-                    unsafe {
-                        let m = m.as_ptr().add(first).cast::<f32>();
-                        avx512::output_row(m, stride, tw, w, rows, bottom);
-                    }
-                    continue;
-                }
                 let row = |xi: usize| &m[xi * xi_len(o, tiles) + oc * tiles + at..][..tw];
                 // `Aᵀ M`: for each column of the tile, rows 0 + 1 + 2 and rows 1 - 2 - 3.
                 let (top, bottom) = sums.split_at_mut(4 * tw);
@@ -391,35 +484,22 @@ fn transform_grad<T: Float>(
     lines: &mut [T],
 ) {
     let (o, h, w) = (s.o, s.h, s.w);
-    let tiles = ch.tiles(tw);
+    #[cfg(target_arch = "x86_64")]
+    if fast::<T>() {
+        let rows = |ty| output_rows((h, w), ty);
+        return rows_to_tiles(avx512::grad_tiles, (h, w), (dy, o), (ch, tw), rows, m);
+    }
+    let (tiles, zeros) = (ch.tiles(tw), vec![T::ZERO; w]);
     let len = 2 * tw;
     let lines = &mut lines[..4 * len];
     lines.fill(T::ZERO);
-    let (zeros, fast) = (vec![T::ZERO; w], fast::<T>());
     for j in 0..ch.count {
         for oc in 0..o {
             let plane = &dy[((ch.first + j) * o + oc) * h * w..][..h * w];
             for ty in ch.ty.0..ch.ty.1 {
-                let a = &plane[2 * ty * w..][..w];
-                let b = if 2 * ty + 1 < h {
-                    &plane[(2 * ty + 1) * w..][..w]
-                } else {
-                    &zeros[..]
-                };
+                let [a, b] =
+                    output_rows((h, w), ty).map(|at| at.map_or(&zeros[..], |at| &plane[at..][..w]));
                 let at = ch.at(j, ty, tw);
-                #[cfg(target_arch = "x86_64")]
-                if fast {
-                    let (first, stride) = (oc * tiles + at, xi_len(o, tiles));
-                    assert!(first + (XI - 1) * stride + tw <= m.len());
-                    let (a, b) = (a.as_ptr().cast::<f32>(), b.as_ptr().cast::<f32>());
-                    // SAFETY: the CPU has AVX-512F and `T` is f32 (`fast`); `a` and `b` have
-                    // `w` elements, the 16 rows of `M` `tw` (checked above).
-                    unsafe {
-                        let out = m.as_mut_ptr().add(first).cast::<f32>();
-                        avx512::grad_row(a, b, w, tw, out, stride);
-                    }
-                    continue;
-                }
                 let [l0, l1, l2, l3] = quarters(lines, len);
                 l0[..w].copy_from_slice(a);
                 combine(&mut l1[..w], a, b, |a, b| a + b);

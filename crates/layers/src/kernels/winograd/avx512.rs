@@ -1,9 +1,10 @@
-//! The products `U_ξ · V_ξ` and the transforms of one row of tiles, in f32 with AVX-512, 16
-//! tiles per vector. The generic loops go a row of tiles at a time too, but at `tw` = 4-14
-//! tiles per row (ResNet's and U-Net's small planes) the compiler's loops never reach their
-//! vector part. Each row of the plane is read with masked loads, so the padding and the odd
-//! last column need no copies, and the tiles' stride-2 windows are split into even and odd
-//! columns by two permutations.
+//! The products `U_ξ · V_ξ` and the transforms of 16 tiles at a time, in f32 with AVX-512. The
+//! generic loops go a row of tiles at a time, but at `tw` = 4-14 tiles per row (ResNet's and
+//! U-Net's small planes) the compiler's loops never reach their vector part. A vector's tiles
+//! come from one tile row or, where rows are short, from several ([`Span`]): ResNet-20's 14x14
+//! and 7x7 planes, one tile row a vector, filled 7 or 4 of its 16 lanes. Each row of the
+//! plane is read with masked loads, so the padding and the odd last column need no copies,
+//! and the tiles' stride-2 windows are split into even and odd columns by two permutations.
 
 use std::arch::x86_64::*;
 
@@ -14,31 +15,6 @@ const L: usize = 16;
 #[inline]
 fn first(n: usize) -> __mmask16 {
     ((1u32 << n.min(L)) - 1) as __mmask16
-}
-
-/// The mask of `lanes` lanes read from element `start` (which may be negative) of a row of
-/// `w`: those inside the row.
-#[inline]
-fn inside(start: isize, lanes: usize, w: usize) -> __mmask16 {
-    let lo = (-start).clamp(0, lanes as isize) as usize;
-    let hi = (w as isize - start).clamp(0, lanes as isize) as usize;
-    if hi <= lo {
-        0
-    } else {
-        first(hi) & !first(lo)
-    }
-}
-
-/// `lanes` elements of `row` from `start` on, zero outside `0..w`.
-///
-/// # Safety
-/// `row` points to `w` readable elements.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn load(row: *const f32, start: isize, lanes: usize, w: usize) -> __m512 {
-    // SAFETY: only the lanes inside `0..w` are read (the caller's contract); masked-off lanes
-    // are not accessed, and `wrapping_offset` makes no claim about them.
-    unsafe { _mm512_maskz_loadu_ps(inside(start, lanes, w), row.wrapping_offset(start)) }
 }
 
 /// The even and the odd lanes of `lo:hi` (32 values).
@@ -53,156 +29,212 @@ fn split(lo: __m512, hi: __m512) -> (__m512, __m512) {
     )
 }
 
-/// Lanes `1..16` of `v` followed by lane 0 of `next`.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn shift(v: __m512, next: __m512) -> __m512 {
-    let (v, next) = (_mm512_castps_si512(v), _mm512_castps_si512(next));
-    _mm512_castsi512_ps(_mm512_alignr_epi32(next, v, 1))
+/// Tiles `tx..tx + len` of one tile row in lanes `lane..lane + len` of a vector: a vector
+/// holds 16 tiles of a plane, from one tile row or, where rows are short, from several.
+/// `rows` are where in the plane the rows the tile row reads or writes start (`None`: a row of
+/// padding); `tile` is the index of its first tile among the chunk's tiles of a plane. The
+/// same spans serve every plane of a chunk.
+#[derive(Clone, Copy)]
+pub(super) struct Span<P> {
+    pub(super) rows: P,
+    pub(super) tx: usize,
+    pub(super) lane: usize,
+    pub(super) len: usize,
+    pub(super) tile: usize,
 }
 
-/// `Bᵀ d B` of one row of `tw` tiles: `d` the four input rows (`w` long; zeros for rows of
-/// padding) from row `2 ty - 1` on, into the 16 rows `out + ξ stride` (`tw` each).
-///
-/// # Safety
-/// The CPU has AVX-512F; each `d[r]` points to `w` readable elements, each output row to `tw`
-/// writable ones, and `tw = ceil(w / 2)`.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn input_row(
-    d: [*const f32; 4],
-    w: usize,
-    tw: usize,
-    out: *mut f32,
-    stride: usize,
-) {
-    let mut tx = 0;
-    while tx < tw {
-        let mask = first(tw - tx);
-        // Tile `tx + k` reads columns `2 (tx + k) - 1 ..= 2 (tx + k) + 2`: elements `2k..2k + 4`
-        // of the 34 from column `2 tx - 1` on, loaded as 16 + 16 + 2.
-        let at = 2 * tx as isize - 1;
-        let mut parts = [[_mm512_setzero_ps(); 3]; 4];
-        for (p, &row) in parts.iter_mut().zip(&d) {
-            // SAFETY: `row` has `w` elements (the caller's contract).
-            *p = unsafe {
-                [
-                    load(row, at, L, w),
-                    load(row, at + 16, L, w),
-                    load(row, at + 32, 2, w),
-                ]
-            };
+impl<P> Span<P> {
+    /// The mask of the pair lanes (two per tile, 32 in all, as two vectors) of this span that
+    /// stand for an element inside a `w`-long row, pair lane `p` for element
+    /// `start + p - 2 lane`.
+    #[inline]
+    fn pairs(&self, start: isize, w: usize) -> u32 {
+        let base = 2 * self.lane as isize;
+        let lo = base + (-start).max(0);
+        let hi = (base + 2 * self.len as isize).min(base + w as isize - start);
+        if hi <= lo {
+            0
+        } else {
+            (((1u64 << hi) - 1) & !((1u64 << lo) - 1)) as u32
         }
-        let [r0, r1, r2, r3] = parts;
-        // `Bᵀ d`: rows 0 - 2, 1 + 2, 2 - 1, 1 - 3.
-        let lines = [sub3(r0, r2), add3(r1, r2), sub3(r2, r1), sub3(r1, r3)];
-        for (i, [lo, hi, tail]) in lines.into_iter().enumerate() {
-            let (e, o) = split(lo, hi);
-            let (e1, o1) = (shift(e, tail), shift(o, shift(tail, tail)));
-            // `(Bᵀ d) B`: columns 0 - 2, 1 + 2, 2 - 1, 1 - 3.
-            let cols = [sub(e, e1), add(o, e1), sub(e1, o), sub(o, o1)];
-            for (j, v) in cols.into_iter().enumerate() {
-                // SAFETY: output row `4 i + j` has `tw` elements; the mask stops at `tw`.
-                unsafe { _mm512_mask_storeu_ps(out.add((4 * i + j) * stride + tx), mask, v) };
-            }
-        }
-        tx += L;
     }
 }
 
-/// `Aᵀ M A` of one row of `tw` tiles: `m` the 16 rows `m + ξ stride` (`tw` each), into the
-/// output rows `top` and, where the plane has it, `bottom` (`w` long).
+/// The lanes the spans fill, which start at lane 0 and follow one another.
+pub(super) fn count<P>(spans: &[Span<P>]) -> usize {
+    spans.last().map_or(0, |s| s.lane + s.len)
+}
+
+/// `acc` (32 pair lanes as two vectors) with `span`'s pair lanes loaded from the `w`-long
+/// `row` (pair lane `p` from element `start + p - 2 lane`) where inside it; other lanes keep
+/// `acc`'s values (zero where no span loads them).
 ///
 /// # Safety
-/// The CPU has AVX-512F; the rows of `m` have `tw` readable elements, `top` and `bottom` `w`
-/// writable ones, and `tw = ceil(w / 2)`.
+/// `row` points to `w` readable elements.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn output_row(
+#[inline]
+unsafe fn load_pairs<P>(
+    [lo, hi]: [__m512; 2],
+    row: *const f32,
+    span: &Span<P>,
+    start: isize,
+    w: usize,
+) -> [__m512; 2] {
+    let mask = span.pairs(start, w);
+    let from = row.wrapping_offset(start - 2 * span.lane as isize);
+    // SAFETY: the masks take only the lanes whose element is inside the row (the caller's
+    // contract); masked-off lanes are not accessed, and `wrapping_offset` makes no claim
+    // about them.
+    unsafe {
+        [
+            _mm512_mask_loadu_ps(lo, mask as __mmask16, from),
+            _mm512_mask_loadu_ps(hi, (mask >> 16) as __mmask16, from.wrapping_add(L)),
+        ]
+    }
+}
+
+/// Where a span's row starts: in `plane`, or `zeros` for a row of padding.
+#[inline]
+fn row_at(plane: *const f32, zeros: *const f32, at: Option<usize>) -> *const f32 {
+    at.map_or(zeros, |at| plane.wrapping_add(at))
+}
+
+/// `Bᵀ d B` of up to 16 tiles of `plane`: each span's `rows` are the four input rows of its
+/// tile row, from row `2 ty - 1` on (`w` long; `zeros` for rows of padding); into lanes
+/// `0..count(spans)` of the 16 rows `out + ξ stride`.
+///
+/// # Safety
+/// The CPU has AVX-512F; each span's rows and `zeros` have `w` readable elements, each output
+/// row `count(spans)` writable ones; the spans' tiles are inside their rows (`2 tx < w + 1`).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn input_tiles(
+    (plane, zeros): (*const f32, *const f32),
+    spans: &[Span<[Option<usize>; 4]>],
+    w: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    // Per input row, tile `tx`'s columns `2 tx - 1, 2 tx` (the first two vectors, as pairs)
+    // and `2 tx + 1, 2 tx + 2` (the other two).
+    let mut d = [[_mm512_setzero_ps(); 4]; 4];
+    for span in spans {
+        let at = 2 * span.tx as isize - 1;
+        for (d, &row) in d.iter_mut().zip(&span.rows) {
+            let row = row_at(plane, zeros, row);
+            // SAFETY: `row` has `w` elements (the caller's contract).
+            unsafe {
+                [d[0], d[1]] = load_pairs([d[0], d[1]], row, span, at, w);
+                [d[2], d[3]] = load_pairs([d[2], d[3]], row, span, at + 2, w);
+            }
+        }
+    }
+    let [r0, r1, r2, r3] = d;
+    let mask = first(count(spans));
+    // `Bᵀ d`: rows 0 - 2, 1 + 2, 2 - 1, 1 - 3.
+    let lines = [sub4(r0, r2), add4(r1, r2), sub4(r2, r1), sub4(r1, r3)];
+    for (i, [lo, hi, lo2, hi2]) in lines.into_iter().enumerate() {
+        let ((e, o), (e1, o1)) = (split(lo, hi), split(lo2, hi2));
+        // `(Bᵀ d) B`: columns 0 - 2, 1 + 2, 2 - 1, 1 - 3.
+        let cols = [sub(e, e1), add(o, e1), sub(e1, o), sub(o, o1)];
+        for (j, v) in cols.into_iter().enumerate() {
+            // SAFETY: output row `4 i + j` has `count(spans)` elements; the mask stops there.
+            unsafe { _mm512_mask_storeu_ps(out.add((4 * i + j) * stride), mask, v) };
+        }
+    }
+}
+
+/// `Aᵀ M A` of up to 16 tiles: `m` the 16 rows `m + ξ stride` (lanes `0..count(spans)`), into
+/// each span's two output rows of `plane` (`w` long; the second where the plane has it).
+///
+/// # Safety
+/// The CPU has AVX-512F; the rows of `m` have `count(spans)` readable elements, each span's
+/// rows `w` writable ones; the spans' tiles are inside their rows (`2 tx < w`).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn output_tiles(
     m: *const f32,
     stride: usize,
-    tw: usize,
+    plane: *mut f32,
+    spans: &[Span<[Option<usize>; 2]>],
     w: usize,
-    top: *mut f32,
-    bottom: Option<*mut f32>,
 ) {
     let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    let mut tx = 0;
-    while tx < tw {
-        let mask = first(tw - tx);
-        let mut q = [_mm512_setzero_ps(); 16];
-        for (xi, q) in q.iter_mut().enumerate() {
-            // SAFETY: each row of `m` has `tw` elements; the mask stops at `tw`.
-            *q = unsafe { _mm512_maskz_loadu_ps(mask, m.add(xi * stride + tx)) };
-        }
-        // `Aᵀ M`: rows 0 + 1 + 2 and 1 - 2 - 3 of each column.
-        let (mut s, mut d) = ([_mm512_setzero_ps(); 4], [_mm512_setzero_ps(); 4]);
-        for j in 0..4 {
-            s[j] = add(add(q[j], q[4 + j]), q[8 + j]);
-            d[j] = sub(sub(q[4 + j], q[8 + j]), q[12 + j]);
-        }
-        let x = 2 * tx;
-        for (r, row) in [(s, Some(top)), (d, bottom)] {
-            let Some(row) = row else { continue };
-            // `(Aᵀ M) A`: columns 0 + 1 + 2 (even outputs) and 1 - 2 - 3 (odd ones).
-            let even = add(add(r[0], r[1]), r[2]);
-            let odd = sub(sub(r[1], r[2]), r[3]);
-            let (a, b) = (
-                _mm512_permutex2var_ps(even, lo, odd),
-                _mm512_permutex2var_ps(even, hi, odd),
-            );
-            // SAFETY: `row` has `w` elements; the masks stop at `w`.
+    let mask = first(count(spans));
+    let mut q = [_mm512_setzero_ps(); 16];
+    for (xi, q) in q.iter_mut().enumerate() {
+        // SAFETY: each row of `m` has `count(spans)` elements; the mask stops there.
+        *q = unsafe { _mm512_maskz_loadu_ps(mask, m.add(xi * stride)) };
+    }
+    // `Aᵀ M`: rows 0 + 1 + 2 and 1 - 2 - 3 of each column.
+    let (mut s, mut d) = ([_mm512_setzero_ps(); 4], [_mm512_setzero_ps(); 4]);
+    for j in 0..4 {
+        s[j] = add(add(q[j], q[4 + j]), q[8 + j]);
+        d[j] = sub(sub(q[4 + j], q[8 + j]), q[12 + j]);
+    }
+    for (i, r) in [s, d].into_iter().enumerate() {
+        // `(Aᵀ M) A`: columns 0 + 1 + 2 (even outputs) and 1 - 2 - 3 (odd ones), as pairs.
+        let even = add(add(r[0], r[1]), r[2]);
+        let odd = sub(sub(r[1], r[2]), r[3]);
+        let pairs = [
+            _mm512_permutex2var_ps(even, lo, odd),
+            _mm512_permutex2var_ps(even, hi, odd),
+        ];
+        for span in spans {
+            let Some(at) = span.rows[i] else { continue };
+            let row = plane.wrapping_add(at);
+            let start = 2 * span.tx as isize;
+            let mask = span.pairs(start, w);
+            let to = row.wrapping_offset(start - 2 * span.lane as isize);
+            // SAFETY: the masks take only the pair lanes whose element is inside the row,
+            // which has `w` elements (the caller's contract).
             unsafe {
-                _mm512_mask_storeu_ps(row.add(x), inside(x as isize, L, w), a);
-                _mm512_mask_storeu_ps(row.add(x + L), inside((x + L) as isize, L, w), b);
+                _mm512_mask_storeu_ps(to, mask as __mmask16, pairs[0]);
+                _mm512_mask_storeu_ps(to.wrapping_add(L), (mask >> 16) as __mmask16, pairs[1]);
             }
         }
-        tx += L;
     }
 }
 
-/// `A dy Aᵀ` of one row of `tw` tiles: `a` and `b` the tile row's two rows of `dy` (`w`
-/// long; zeros where the plane has no second row), into the 16 rows `out + ξ stride`.
+/// `A dy Aᵀ` of up to 16 tiles of `plane` (`dy`'s): each span's `rows` are its tile row's two
+/// rows (`w` long; `zeros` where the plane has no second row), into lanes `0..count(spans)`
+/// of the 16 rows `out + ξ stride`.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `a` and `b` point to `w` readable elements, each output row to `tw`
-/// writable ones, and `tw = ceil(w / 2)`.
+/// The CPU has AVX-512F; each span's rows and `zeros` have `w` readable elements, each output
+/// row `count(spans)` writable ones; the spans' tiles are inside their rows (`2 tx < w`).
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn grad_row(
-    a: *const f32,
-    b: *const f32,
+pub(super) unsafe fn grad_tiles(
+    (plane, zeros): (*const f32, *const f32),
+    spans: &[Span<[Option<usize>; 2]>],
     w: usize,
-    tw: usize,
     out: *mut f32,
     stride: usize,
 ) {
-    let mut tx = 0;
-    while tx < tw {
-        let mask = first(tw - tx);
-        let x = 2 * tx as isize;
-        // SAFETY: `a` and `b` have `w` elements (the caller's contract).
-        let (a, b) = unsafe {
-            (
-                [load(a, x, L, w), load(a, x + 16, L, w)],
-                [load(b, x, L, w), load(b, x + 16, L, w)],
-            )
-        };
-        let zero = _mm512_setzero_ps();
-        // `A dy`: rows a, a + b, a - b, -b.
-        let lines = [
-            a,
-            [add(a[0], b[0]), add(a[1], b[1])],
-            [sub(a[0], b[0]), sub(a[1], b[1])],
-            [sub(zero, b[0]), sub(zero, b[1])],
-        ];
-        for (i, [lo, hi]) in lines.into_iter().enumerate() {
-            let (e, o) = split(lo, hi);
-            let cols = [e, add(e, o), sub(e, o), sub(zero, o)];
-            for (j, v) in cols.into_iter().enumerate() {
-                // SAFETY: output row `4 i + j` has `tw` elements; the mask stops at `tw`.
-                unsafe { _mm512_mask_storeu_ps(out.add((4 * i + j) * stride + tx), mask, v) };
-            }
+    let zero = _mm512_setzero_ps();
+    let (mut a, mut b) = ([zero; 2], [zero; 2]);
+    for span in spans {
+        let at = 2 * span.tx as isize;
+        // SAFETY: the rows have `w` elements (the caller's contract).
+        unsafe {
+            a = load_pairs(a, row_at(plane, zeros, span.rows[0]), span, at, w);
+            b = load_pairs(b, row_at(plane, zeros, span.rows[1]), span, at, w);
         }
-        tx += L;
+    }
+    let mask = first(count(spans));
+    // `A dy`: rows a, a + b, a - b, -b.
+    let lines = [
+        a,
+        [add(a[0], b[0]), add(a[1], b[1])],
+        [sub(a[0], b[0]), sub(a[1], b[1])],
+        [sub(zero, b[0]), sub(zero, b[1])],
+    ];
+    for (i, [lo, hi]) in lines.into_iter().enumerate() {
+        let (e, o) = split(lo, hi);
+        let cols = [e, add(e, o), sub(e, o), sub(zero, o)];
+        for (j, v) in cols.into_iter().enumerate() {
+            // SAFETY: output row `4 i + j` has `count(spans)` elements; the mask stops there.
+            unsafe { _mm512_mask_storeu_ps(out.add((4 * i + j) * stride), mask, v) };
+        }
     }
 }
 
@@ -220,14 +252,24 @@ fn sub(a: __m512, b: __m512) -> __m512 {
 
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn add3(a: [__m512; 3], b: [__m512; 3]) -> [__m512; 3] {
-    [add(a[0], b[0]), add(a[1], b[1]), add(a[2], b[2])]
+fn add4(a: [__m512; 4], b: [__m512; 4]) -> [__m512; 4] {
+    [
+        add(a[0], b[0]),
+        add(a[1], b[1]),
+        add(a[2], b[2]),
+        add(a[3], b[3]),
+    ]
 }
 
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn sub3(a: [__m512; 3], b: [__m512; 3]) -> [__m512; 3] {
-    [sub(a[0], b[0]), sub(a[1], b[1]), sub(a[2], b[2])]
+fn sub4(a: [__m512; 4], b: [__m512; 4]) -> [__m512; 4] {
+    [
+        sub(a[0], b[0]),
+        sub(a[1], b[1]),
+        sub(a[2], b[2]),
+        sub(a[3], b[3]),
+    ]
 }
 
 /// Rows of output per register block of [`product`].
