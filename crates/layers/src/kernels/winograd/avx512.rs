@@ -104,8 +104,9 @@ fn row_at(plane: *const f32, zeros: *const f32, at: Option<usize>) -> *const f32
 /// `0..count(spans)` of the 16 rows `out + ξ stride`.
 ///
 /// # Safety
-/// The CPU has AVX-512F; each span's rows and `zeros` have `w` readable elements, each output
-/// row `count(spans)` writable ones; the spans' tiles are inside their rows (`2 tx < w + 1`).
+/// The CPU has AVX-512F; `plane` at each span's row offsets and `zeros` have `w` readable
+/// elements, each output row `count(spans)` writable ones; the spans' tiles are inside their
+/// rows (`2 tx < w + 1`).
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn input_tiles(
     (plane, zeros): (*const f32, *const f32),
@@ -147,8 +148,8 @@ pub(super) unsafe fn input_tiles(
 /// each span's two output rows of `plane` (`w` long; the second where the plane has it).
 ///
 /// # Safety
-/// The CPU has AVX-512F; the rows of `m` have `count(spans)` readable elements, each span's
-/// rows `w` writable ones; the spans' tiles are inside their rows (`2 tx < w`).
+/// The CPU has AVX-512F; the rows of `m` have `count(spans)` readable elements, `plane` at each
+/// span's row offsets `w` writable ones; the spans' tiles are inside their rows (`2 tx < w`).
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn output_tiles(
     m: *const f32,
@@ -200,8 +201,9 @@ pub(super) unsafe fn output_tiles(
 /// of the 16 rows `out + ξ stride`.
 ///
 /// # Safety
-/// The CPU has AVX-512F; each span's rows and `zeros` have `w` readable elements, each output
-/// row `count(spans)` writable ones; the spans' tiles are inside their rows (`2 tx < w`).
+/// The CPU has AVX-512F; `plane` at each span's row offsets and `zeros` have `w` readable
+/// elements, each output row `count(spans)` writable ones; the spans' tiles are inside their
+/// rows (`2 tx < w`).
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn grad_tiles(
     (plane, zeros): (*const f32, *const f32),
