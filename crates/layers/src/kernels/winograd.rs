@@ -231,8 +231,7 @@ fn transform_input<T: Float>(
         for ic in 0..c {
             let plane = &x[((ch.first + j) * c + ic) * h * w..][..h * w];
             for ty in ch.ty.0..ch.ty.1 {
-                let [d0, d1, d2, d3] =
-                    input_rows((h, w), ty).map(|at| at.map_or(&zeros[..], |at| &plane[at..][..w]));
+                let [d0, d1, d2, d3] = plane_rows(plane, &zeros, input_rows((h, w), ty));
                 let at = ch.at(j, ty, tw);
                 let [l0, l1, l2, l3] = quarters(lines, len);
                 combine(&mut l0[1..=w], d0, d2, |a, b| a - b);
@@ -264,6 +263,17 @@ fn input_rows((h, w): (usize, usize), ty: usize) -> [Option<usize>; 4] {
 /// past the plane's end (odd `h`).
 fn output_rows((h, w): (usize, usize), ty: usize) -> [Option<usize>; 2] {
     [2 * ty, 2 * ty + 1].map(|y| (y < h).then_some(y * w))
+}
+
+/// The rows of `plane` that start at `at` (as [`input_rows`] and [`output_rows`] give them),
+/// `zeros` (a row's length) for `None`: the generic transforms' view of what the AVX-512
+/// kernels read through `Span`'s offsets.
+fn plane_rows<'a, T, const R: usize>(
+    plane: &'a [T],
+    zeros: &'a [T],
+    at: [Option<usize>; R],
+) -> [&'a [T]; R] {
+    at.map(|at| at.map_or(zeros, |at| &plane[at..][..zeros.len()]))
 }
 
 /// A plane's tile rows `ty.0..ty.1`, 16 tiles at a time (the lanes of a vector), as spans
@@ -497,8 +507,7 @@ fn transform_grad<T: Float>(
         for oc in 0..o {
             let plane = &dy[((ch.first + j) * o + oc) * h * w..][..h * w];
             for ty in ch.ty.0..ch.ty.1 {
-                let [a, b] =
-                    output_rows((h, w), ty).map(|at| at.map_or(&zeros[..], |at| &plane[at..][..w]));
+                let [a, b] = plane_rows(plane, &zeros, output_rows((h, w), ty));
                 let at = ch.at(j, ty, tw);
                 let [l0, l1, l2, l3] = quarters(lines, len);
                 l0[..w].copy_from_slice(a);
