@@ -11,7 +11,8 @@
 //! and a sample's forward product and weight gradient go one kernel row at a time over the
 //! columns of one row of taps (`ConvShape::by_kernel_rows`).
 //! 3x3 convolutions at stride 1 with "same" padding and at least 16 channels go by Winograd's
-//! transforms instead ([`super::winograd`]).
+//! transforms instead ([`super::winograd`]), and so do the forward pass and input gradient of
+//! 4x4 ones at stride 2 with padding 1 ([`stride2`], F(4x4, 2x2) on the input's phases).
 //! Blocks of samples are spread over the kernels' threads; the weight gradient sums one buffer
 //! per split, by [`DotSums`]' in-place dot products where they pay (f32 on AVX-512, up to 16
 //! output channels per group), else by the `gemm` crate.
@@ -25,7 +26,8 @@ use super::{
     add_transposed, check_extents, contiguous,
     dot::{DotSums, Segment},
     gemm_raw, matmul, matmul_col_major, output, par_chunks_mut_with, saved, slice, sum_over_batch,
-    winograd, write_copy, zeroed, Aligned, Float,
+    winograd::{self, stride2},
+    write_copy, zeroed, Aligned, Float,
 };
 
 /// Everything a convolution's three ops need: `x: [n, c, h, w]`, `w: [o, c / groups, kh, kw]`,
@@ -544,6 +546,9 @@ impl ConvShape {
         if winograd::applies::<T>(self) {
             return winograd::forward(self, x, w);
         }
+        if stride2::applies(self) {
+            return stride2::forward(self, x, w);
+        }
         let ((og, k, m), taps, nb) = (self.sizes(), self.taps(), self.block());
         let by_rows = self
             .kernel_row_shape()
@@ -673,6 +678,9 @@ impl ConvShape {
     /// scattered back by col2im, in the forward pass's tiles of rows (at 128x128, 32->64
     /// channels, whole planes took 19 MB of columns per thread and about 30% more time).
     fn backward_data<T: Float>(&self, dy: &[T], w: &[T]) -> Vec<T> {
+        if stride2::applies(self) {
+            return stride2::backward_data(self, dy, w);
+        }
         if let Some(flipped) = self.data_as_forward::<T>() {
             return flipped.forward(dy, &self.flipped(w));
         }

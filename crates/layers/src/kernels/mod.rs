@@ -5,7 +5,8 @@
 //!
 //! candle 0.11's CPU convolution backward runs on one core and its transposed convolution is a
 //! direct loop; these kernels gather columns per sample (im2col), multiply with the `gemm`
-//! crate (3x3 convolutions at stride 1 go by Winograd's transforms instead, `winograd`) and
+//! crate (3x3 convolutions at stride 1 and the forward and input gradient of 4x4 ones at
+//! stride 2 go by Winograd's transforms instead, `winograd`) and
 //! spread the batch over candle's CPU threads ([`threads`]). Each is a candle custom
 //! op whose backward pass is again a custom op, so the layers stay differentiable (the three
 //! convolution ops are each other's gradients, to any order).
@@ -91,6 +92,8 @@ pub(crate) trait Float: candle_core::WithDType {
     const NEG_INFINITY: Self;
     const NAN: Self;
     fn is_nan(self) -> bool;
+    /// The value's bits (widened to 64).
+    fn bits(self) -> u64;
     /// `s` as f32s, where `Self` is f32 (for kernels written for f32 only).
     fn f32s(s: &[Self]) -> Option<&[f32]>;
 }
@@ -104,6 +107,9 @@ macro_rules! float {
             const NAN: Self = <$t>::NAN;
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
+            }
+            fn bits(self) -> u64 {
+                <$t>::to_bits(self).into()
             }
             fn f32s(s: &[Self]) -> Option<&[f32]> {
                 $f32s(s)

@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Module, Tensor, Var};
 use proptest::prelude::*;
 
+use super::winograd::stride2;
 use super::*;
 use crate::window::{conv2d_candle, conv_transpose2d_candle, Axis, ConvGeometry};
 use crate::{BatchNorm, BatchNormConfig, PoolConfig};
@@ -32,6 +33,41 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 /// The largest magnitude in an f64 tensor.
+/// Asserts that the kernels' convolution of `g` gives candle's output and gradients (f64).
+fn same_as_candle(g: &Geom, seed: u64) {
+    let (shape, x, w) = (g.shape(), g.x(seed), g.w(seed ^ 1));
+    let kernel = value_and_grads(&[x.clone(), w.clone()], |t| conv2d(&t[0], &t[1], shape));
+    let reference = value_and_grads(&[x, w], |t| {
+        Ok(conv2d_candle(&t[0], &t[1], &g.conv(), "test").unwrap())
+    });
+    assert_same(kernel, reference);
+}
+
+/// The first of the three convolution ops (forward, input gradient, weight gradient) whose
+/// f32 result differs from the f64 one by 1e-5 of the largest value or more, and by how much.
+fn f32_against_f64(g: &Geom, seed: u64) -> Option<(usize, f64)> {
+    let shape = g.shape();
+    let (x, w) = (g.x(seed), g.w(seed ^ 1));
+    let dy = randn(seed ^ 2, &[g.n, shape.o, shape.oh, shape.ow]);
+    let passes = |x: &Tensor, w: &Tensor, dy: &Tensor| {
+        [
+            conv2d(x, w, shape).unwrap(),
+            conv_transpose2d(dy, w, shape).unwrap(),
+            conv2d_weight_grad(x, dy, shape).unwrap(),
+        ]
+    };
+    let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let got = passes(&f32s(&x), &f32s(&w), &f32s(&dy));
+    let want = passes(&x, &w, &dy);
+    got.iter()
+        .zip(&want)
+        .enumerate()
+        .find_map(|(i, (got, want))| {
+            let d = max_diff(&got.to_dtype(DType::F64).unwrap(), want) / max_abs(want).max(1.0);
+            (d >= 1e-5).then_some((i, d))
+        })
+}
+
 fn max_abs(t: &Tensor) -> f64 {
     t.abs()
         .unwrap()
@@ -322,14 +358,8 @@ proptest! {
         // tiles cut by the plane's odd last row or column, chunks of several samples or of
         // some tile rows.
         let g = Geom::of((n, 1, c, o), size, [3; 2], [1; 2], [1; 2], [1; 2]);
-        let shape = g.shape();
-        prop_assert!(winograd::applies::<f64>(&shape));
-        let (x, w) = (g.x(seed), g.w(seed ^ 1));
-        let kernel = value_and_grads(&[x.clone(), w.clone()], |t| conv2d(&t[0], &t[1], shape));
-        let reference = value_and_grads(&[x, w], |t| {
-            Ok(conv2d_candle(&t[0], &t[1], &g.conv(), "test").unwrap())
-        });
-        assert_same(kernel, reference);
+        prop_assert!(winograd::applies::<f64>(&g.shape()));
+        same_as_candle(&g, seed);
     }
 
     #[test]
@@ -340,23 +370,55 @@ proptest! {
         // tiles: one or two vectors, masked); f64 takes the generic loops. (Without AVX-512,
         // f32 goes by columns: the same comparison across the two methods.)
         let g = Geom::of((n, 1, c, o), size, [3; 2], [1; 2], [1; 2], [1; 2]);
+        prop_assert_eq!(f32_against_f64(&g, seed), None, "(pass, relative difference)");
+    }
+
+    #[test]
+    fn stride2_winograd_conv_matches_candle_forward_and_gradients_for_odd_and_even_planes(
+        n in 1..4usize, c in 16..19usize, o in 16..19usize, size in [2..24usize, 2..24usize], seed in any::<u64>()
+    ) {
+        // 4x4, stride 2, padding 1, at least 16 channels in and out: the forward pass and the
+        // input gradient go by F(4x4, 2x2) on the input's phases, over tiles cut by the
+        // output's last rows and columns (odd and even planes), chunks of one or several
+        // samples; the weight gradient by columns.
+        let g = Geom::of((n, 1, c, o), size, [4; 2], [2; 2], [1; 2], [1; 2]);
+        prop_assert!(stride2::applies(&g.shape()));
+        same_as_candle(&g, seed);
+    }
+
+    #[test]
+    fn stride2_winograd_conv_follows_weights_that_change_between_calls(seed in any::<u64>()) {
+        // The transformed kernel is kept between calls while the weights are the same bits:
+        // new weights of the same shape (an optimizer's step) must be transformed again.
+        let g = Geom::of((2, 1, 16, 17), [9, 8], [4; 2], [2; 2], [1; 2], [1; 2]);
         let shape = g.shape();
-        let (x, w, dy) = (g.x(seed), g.w(seed ^ 1), randn(seed ^ 2, &[n, o, size[0], size[1]]));
-        let passes = |x: &Tensor, w: &Tensor, dy: &Tensor| {
-            [
-                conv2d(x, w, shape).unwrap(),
-                conv_transpose2d(dy, w, shape).unwrap(),
-                conv2d_weight_grad(x, dy, shape).unwrap(),
-            ]
-        };
-        let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
-        let got = passes(&f32s(&x), &f32s(&w), &f32s(&dy));
-        for (i, (got, want)) in got.iter().zip(passes(&x, &w, &dy)).enumerate() {
-            let got = got.to_dtype(DType::F64).unwrap();
-            let scale = max_abs(&want).max(1.0);
-            let d = max_diff(&got, &want) / scale;
-            prop_assert!(d < 1e-5, "pass {i}: relative difference {d}");
+        let x = g.x(seed);
+        let dy = randn(seed ^ 1, &[2, 17, shape.oh, shape.ow]);
+        for (i, w) in [g.w(seed ^ 2), g.w(seed ^ 3), g.w(seed ^ 2)].iter().enumerate() {
+            let want = [
+                conv2d_candle(&x, w, &g.conv(), "test").unwrap(),
+                conv_transpose2d_candle(&dy, w, &g.conv(), g.size, "test").unwrap(),
+            ];
+            for dtype in [DType::F64, DType::F32] {
+                let [x, w, dy] = [&x, w, &dy].map(|t| t.to_dtype(dtype).unwrap());
+                let got = [conv2d(&x, &w, shape).unwrap(), conv_transpose2d(&dy, &w, shape).unwrap()];
+                for (pass, (got, want)) in got.iter().zip(&want).enumerate() {
+                    let d = max_diff(&got.to_dtype(DType::F64).unwrap(), want) / max_abs(want).max(1.0);
+                    prop_assert!(d < 1e-5, "weights {i}, {dtype:?}, pass {pass}: relative difference {d}");
+                }
+            }
         }
+    }
+
+    #[test]
+    fn stride2_winograd_conv_in_f32_matches_f64_in_all_three_passes(
+        n in 1..3usize, c in 16..19usize, o in 16..19usize, size in [2..24usize, 2..24usize], seed in any::<u64>()
+    ) {
+        // On a CPU with AVX-512 the f32 transforms and channels-last copies go 16 channels
+        // per vector (16-18 channels: one full and one masked vector), f64 by generic loops.
+        // The weight gradient goes by columns in both.
+        let g = Geom::of((n, 1, c, o), size, [4; 2], [2; 2], [1; 2], [1; 2]);
+        prop_assert_eq!(f32_against_f64(&g, seed), None, "(pass, relative difference)");
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! the same transforms: `dU_ξ = dM_ξ · V_ξᵀ` (by the `gemm` crate) with `dM = A dy Aᵀ`, then
 //! `dg = Gᵀ dU G`. In exact arithmetic all three equal the direct sums; in floating point they
 //! differ by rounding only (the transforms' coefficients are 0, ±1 and ±1/2).
+//!
+//! [`stride2`] computes 4x4 convolutions at stride 2 by F(4x4, 2x2) on the input's phases.
 
 use std::mem::MaybeUninit;
 
@@ -26,6 +28,7 @@ use super::{
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub(super) mod stride2;
 #[cfg(target_arch = "x86_64")]
 use avx512::Span;
 

@@ -9,11 +9,11 @@
 use std::arch::x86_64::*;
 
 /// Lanes per vector.
-const L: usize = 16;
+pub(super) const L: usize = 16;
 
 /// The lanes `0..n` (`n <= 16`).
 #[inline]
-fn first(n: usize) -> __mmask16 {
+pub(super) fn first(n: usize) -> __mmask16 {
     ((1u32 << n.min(L)) - 1) as __mmask16
 }
 
