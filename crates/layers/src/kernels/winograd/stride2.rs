@@ -212,8 +212,9 @@ fn from_channels_last<T: Float>(src: &[T], ch: usize, dst: &mut [MaybeUninit<T>]
 }
 
 /// `Bᵀ d B` of one tile, position `ξ` into `out[at(ξ)..]`: `d(u, v)` is the patch's row
-/// `u`, column `v` (a row of channels); `t` is scratch of 25 rows (for the generic loops,
-/// which the compiler leaves partly scalar: with them M5's step was 12% slower).
+/// `u`, column `v` (a row of channels); `t` is scratch of 25 rows for the generic loops (f64,
+/// and f32 without AVX-512). For f32 the compiler left them partly scalar, even built for
+/// AVX-512: M5's step was about 20% slower than with the AVX-512 kernels.
 fn input_tile<'a, T: Float + 'a>(
     d: impl Fn(usize, usize) -> &'a [T],
     t: &mut [T],
