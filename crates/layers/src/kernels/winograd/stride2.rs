@@ -331,7 +331,7 @@ enum Pass {
 }
 
 /// How many buffers a thread keeps: the two passes' scratch and kernels of a layer, with
-/// room for a second layer's.
+/// room for a second layer's (they raised M5's peak memory from 92 to 117 MB).
 const KEEP: usize = 8;
 
 thread_local! {
@@ -399,9 +399,9 @@ impl<S> std::ops::DerefMut for Kept<S> {
 }
 
 /// A transformed kernel `u` and the weights `w` it was made from. The discriminator's
-/// layer runs forward three times a step (real, fake, the generator's update) and its
-/// input gradient three times, each pair with the same weights: where the weights are the
-/// same bits as the kept ones, their transform is reused.
+/// layer runs forward three times a step (real, fake, the generator's update), the first two
+/// with the same weights, and its input gradient likewise: where the weights are the same
+/// bits as the kept ones, their transform is reused.
 struct Transformed<T> {
     w: Vec<T>,
     u: Vec<T>,
