@@ -142,12 +142,6 @@ impl Geometry {
         }
     }
 
-    /// The forward output's tiles, `(ty, tx)` in order.
-    fn tiles(&self) -> impl Iterator<Item = (usize, usize)> {
-        let tw = self.tw;
-        (0..self.th).flat_map(move |ty| (0..tw).map(move |tx| (ty, tx)))
-    }
-
     /// The padded input's rows and columns: `x` row `r` at `r + 1`, as far as the last tile
     /// reads (`8 th + 1`).
     fn x_padded(&self) -> (usize, usize) {
@@ -160,30 +154,35 @@ impl Geometry {
     }
 }
 
-/// `src`'s `ch` planes of `[h, w]` into `dst` (`[hp, wp, ch]`), row `r` and column `q` at
-/// `r + at`, `q + at`; the positions around them are left as they are (the scratch's zeros:
-/// the padding).
+/// The tiles `(tile, ty, tx)` of sample `j` on a grid of `th` rows of `tw` tiles, `tile` their
+/// index in a chunk's scratch (samples one after another, each row by row).
+fn grid(j: usize, (th, tw): (usize, usize)) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..th * tw).map(move |k| (j * th * tw + k, k / tw, k % tw))
+}
+
+/// `src`'s `ch` planes of `[h, w]` into `dst` (`[hp, wp, ch]`) padded by one: row `r` and
+/// column `q` at `r + 1`, `q + 1`; the positions around them are left as they are (the
+/// scratch's zeros: the padding).
 fn to_channels_last<T: Float>(
     src: &[T],
     (ch, h, w): (usize, usize, usize),
     dst: &mut [T],
     wp: usize,
-    at: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
     if super::fast::<T>() {
         assert!(src.len() >= ch * h * w && h * w > 0 && ch * h * w < 1 << 31);
-        assert!(dst.len() >= ((h - 1 + at) * wp + w + at) * ch);
+        assert!(dst.len() >= (h * wp + w + 1) * ch);
         // SAFETY: the CPU has AVX-512F and `T` is f32 (`fast`); the extents are checked above.
         unsafe {
             let (src, dst) = (src.as_ptr().cast(), dst.as_mut_ptr().cast());
-            avx512::to_channels_last(src, (ch, h, w), dst, (wp, at));
+            avx512::to_channels_last(src, (ch, h, w), dst, wp);
         }
         return;
     }
     for r in 0..h {
         for q in 0..w {
-            let to = &mut dst[((r + at) * wp + q + at) * ch..][..ch];
+            let to = &mut dst[((r + 1) * wp + q + 1) * ch..][..ch];
             for (ci, t) in to.iter_mut().enumerate() {
                 *t = src[(ci * h + r) * w + q];
             }
@@ -231,22 +230,7 @@ fn input_tile<'a, T: Float + 'a>(
         unsafe { avx512::input_tile(&d, n, out.as_mut_ptr().cast(), &at) };
         return;
     }
-    for a in 0..5 {
-        for v in 0..5 {
-            let col = [d(0, v), d(1, v), d(2, v), d(3, v), d(4, v)];
-            by_bt(a, col, &mut t[(a * 5 + v) * n..][..n]);
-        }
-    }
-    for a in 0..5 {
-        let row = |v: usize| &t[(a * 5 + v) * n..][..n];
-        for b in 0..5 {
-            by_bt(
-                b,
-                [row(0), row(1), row(2), row(3), row(4)],
-                &mut out[at(a * 5 + b)..][..n],
-            );
-        }
-    }
+    separable((5, by_bt), d, t, (out, |a, b| at(5 * a + b)));
 }
 
 /// `Aᵀ M A` of one tile into `rows` (16 rows of channels), then `out(i, j, row)` for each
@@ -259,37 +243,53 @@ fn output_tile<'a, T: Float + 'a>(
 ) {
     let n = rows.len() / 16;
     #[cfg(target_arch = "x86_64")]
-    if super::fast::<T>() {
+    let fast = super::fast::<T>();
+    #[cfg(not(target_arch = "x86_64"))]
+    let fast = false;
+    if !fast {
+        separable(
+            (4, by_at),
+            |a, b| m(5 * a + b),
+            t,
+            (rows, |i, j| (4 * i + j) * n),
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if fast {
         let m: [*const f32; XI] = std::array::from_fn(|xi| m(xi)[..n].as_ptr().cast());
         // SAFETY: the CPU has AVX-512F and `T` is f32 (`fast`); each position's row has `n`
         // elements, `rows` 16 rows of `n`.
         unsafe { avx512::output_tile(&m, n, rows.as_mut_ptr().cast(), n) };
-    } else {
-        output_generic(m, t, rows);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    output_generic(m, t, rows);
     for (ij, row) in rows.chunks_exact(n).enumerate() {
         out(ij / 4, ij % 4, row);
     }
 }
 
-/// [`output_tile`]'s transform by generic loops.
-fn output_generic<'a, T: Float + 'a>(m: impl Fn(usize) -> &'a [T], t: &mut [T], rows: &mut [T]) {
-    let n = rows.len() / 16;
-    for i in 0..4 {
-        for b in 0..5 {
-            let col = [m(b), m(5 + b), m(10 + b), m(15 + b), m(20 + b)];
-            by_at(i, col, &mut t[(i * 5 + b) * n..][..n]);
+/// A 5x5 tile's transform `R d Rᵀ` by generic loops, `R` having `rows` rows, each applied to
+/// five rows of channels by `by(r, ..)` ([`by_bt`], [`by_at`]): `d(u, v)` is the tile's row
+/// `u`, column `v` (rows of channels, all as long); `R d` goes to `t` (`rows x 5` rows),
+/// output `(a, b)` to `out[at(a, b)..]`.
+fn separable<'a, T: Float + 'a>(
+    (rows, by): (usize, impl Fn(usize, [&[T]; 5], &mut [T])),
+    d: impl Fn(usize, usize) -> &'a [T],
+    t: &mut [T],
+    (out, at): (&mut [T], impl Fn(usize, usize) -> usize),
+) {
+    let n = d(0, 0).len();
+    for a in 0..rows {
+        for v in 0..5 {
+            let col = [d(0, v), d(1, v), d(2, v), d(3, v), d(4, v)];
+            by(a, col, &mut t[(a * 5 + v) * n..][..n]);
         }
     }
-    for i in 0..4 {
-        let col = |b: usize| &t[(i * 5 + b) * n..][..n];
-        for j in 0..4 {
-            by_at(
-                j,
-                [col(0), col(1), col(2), col(3), col(4)],
-                &mut rows[(4 * i + j) * n..][..n],
+    for a in 0..rows {
+        let row = |v: usize| &t[(a * 5 + v) * n..][..n];
+        for b in 0..rows {
+            by(
+                b,
+                [row(0), row(1), row(2), row(3), row(4)],
+                &mut out[at(a, b)..][..n],
             );
         }
     }
@@ -560,23 +560,19 @@ fn transform_input<T: Float>(
             (c, s.h, s.w),
             plane,
             wp,
-            1,
         );
     }
     let (padded, v) = (&sc.padded, &mut sc.v);
     let t = &mut sc.t[..XI * c];
     for j in 0..count {
-        for ty in 0..geo.th {
-            for tx in 0..geo.tw {
-                let tile = (j * geo.th + ty) * geo.tw + tx;
-                for (p, (by, bx)) in PHASES.into_iter().enumerate() {
-                    let d = |u: usize, w: usize| {
-                        let (r, q) = (2 * (4 * ty + u) + by, 2 * (4 * tx + w) + bx);
-                        &padded[((j * hp + r) * wp + q) * c..][..c]
-                    };
-                    let at = |xi: usize| (xi * tiles + tile) * 4 * c + p * c;
-                    input_tile(d, t, (&mut v[..], at));
-                }
+        for (tile, ty, tx) in grid(j, (geo.th, geo.tw)) {
+            for (p, (by, bx)) in PHASES.into_iter().enumerate() {
+                let d = |u: usize, w: usize| {
+                    let (r, q) = (2 * (4 * ty + u) + by, 2 * (4 * tx + w) + bx);
+                    &padded[((j * hp + r) * wp + q) * c..][..c]
+                };
+                let at = |xi: usize| (xi * tiles + tile) * 4 * c + p * c;
+                input_tile(d, t, (&mut v[..], at));
             }
         }
     }
@@ -639,8 +635,7 @@ fn forward_chunk<T: Float>(
     let (mm, rows) = (&sc.m, &mut rows[..16 * o]);
     for j in 0..count {
         let out = &mut sc.out;
-        for (ty, tx) in geo.tiles() {
-            let tile = (j * geo.th + ty) * geo.tw + tx;
+        for (tile, ty, tx) in grid(j, (geo.th, geo.tw)) {
             let mrow = |xi: usize| &mm[(xi * tiles + tile) * o..][..o];
             let put = |i: usize, k: usize, r: &[T]| {
                 let (yy, xx) = (4 * ty + i, 4 * tx + k);
@@ -686,12 +681,11 @@ fn data_chunk<T: Float>(
     for j in 0..count {
         let plane = &mut sc.padded[j * hp * wp * o..][..hp * wp * o];
         let src = &dy[(first + j) * o * m..][..o * m];
-        to_channels_last(src, (o, s.oh, s.ow), plane, wp, 1);
+        to_channels_last(src, (o, s.oh, s.ow), plane, wp);
     }
     let (padded, v, t) = (&sc.padded, &mut sc.v, &mut sc.t[..XI * o]);
     for j in 0..count {
-        for (ty, tx) in (0..dth).flat_map(|ty| (0..dtw).map(move |tx| (ty, tx))) {
-            let tile = (j * dth + ty) * dtw + tx;
+        for (tile, ty, tx) in grid(j, (dth, dtw)) {
             let d =
                 |r: usize, q: usize| &padded[((j * hp + 4 * ty + r) * wp + 4 * tx + q) * o..][..o];
             let at = |xi: usize| (xi * tiles + tile) * o;
@@ -703,8 +697,7 @@ fn data_chunk<T: Float>(
     let (mm, rows) = (&sc.m, &mut rows[..16 * 4 * c]);
     for j in 0..count {
         let out = &mut sc.out;
-        for (ty, tx) in (0..dth).flat_map(|ty| (0..dtw).map(move |tx| (ty, tx))) {
-            let tile = (j * dth + ty) * dtw + tx;
+        for (tile, ty, tx) in grid(j, (dth, dtw)) {
             let mrow = |xi: usize| &mm[(xi * tiles + tile) * 4 * c..][..4 * c];
             // Phase `(by, bx)`'s output `(i, k)` is `dx[2i + by - 1, 2k + bx - 1]`.
             let put = |i: usize, k: usize, r: &[T]| {

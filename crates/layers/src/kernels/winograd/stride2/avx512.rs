@@ -99,24 +99,24 @@ pub(super) unsafe fn output_tile(m: &[*const f32; 25], n: usize, out: *mut f32, 
     }
 }
 
-/// `ch` planes of `[h, w]` at `src` into `dst`'s rows of `ch` channels: position `(r, q)` at
-/// `dst + ((r + at) wp + q + at) ch`. Each row of 16 channels is one gather from 16 planes
+/// `ch` planes of `[h, w]` at `src` into `dst`'s rows of `ch` channels, padded by one: position
+/// `(r, q)` at `dst + ((r + 1) wp + q + 1) ch`. Each row of 16 channels is one gather from 16 planes
 /// (as fast, measured, as loading 16 rows of 16 positions and transposing them in registers).
 ///
 /// # Safety
 /// The CPU has AVX-512F; `src` holds `ch h w` readable elements, `dst` every row written
-/// (`(h - 1 + at) wp + w + at` rows of `ch`); `ch h w < 2^31`.
+/// (`h wp + w + 1` rows of `ch`); `ch h w < 2^31`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn to_channels_last(
     src: *const f32,
     (ch, h, w): (usize, usize, usize),
     dst: *mut f32,
-    (wp, at): (usize, usize),
+    wp: usize,
 ) {
     let lanes = strides((h * w) as i32);
     for r in 0..h {
         for q in 0..w {
-            let to = ((r + at) * wp + q + at) * ch;
+            let to = ((r + 1) * wp + q + 1) * ch;
             for c in (0..ch).step_by(L) {
                 let mask = first(ch - c);
                 // SAFETY: the masked lanes read channels `c..ch` at `(r, q)`, the store
