@@ -52,7 +52,7 @@ pub use conv_transpose::{
 pub use dropout::{dropout, Dropout};
 pub use error::{LayerError, Result};
 pub use init::Init;
-pub use linear::{linear, linear_no_bias, Linear};
+pub use linear::{linear, linear_init, linear_no_bias, Linear};
 pub use loss::bce_with_logits;
 pub use norm::{
     local_response_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm,

@@ -5,6 +5,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::init::Init;
 use crate::kernels;
 
 /// A fully connected layer with `weight: [out, in]` and, optionally, `bias: [out]`, applied
@@ -62,6 +63,20 @@ impl Module for Linear {
 /// checkpoints move between the two.
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
     Ok(candle_nn::linear(in_dim, out_dim, vb)?.into())
+}
+
+/// As [`linear`], weight and bias drawn by `init`: `Init::Torch` is PyTorch's `nn.Linear`
+/// (candle's weight is He-scaled, about 2.4x wider, which matters where outputs feed `exp`, as
+/// in a flow's scales).
+pub fn linear_init(
+    in_dim: usize,
+    out_dim: usize,
+    init: Init,
+    vb: VarBuilder,
+) -> candle_core::Result<Linear> {
+    let weight = vb.get_with_hints((out_dim, in_dim), "weight", init.weight(in_dim, out_dim))?;
+    let bias = vb.get_with_hints(out_dim, "bias", init.bias(in_dim))?;
+    Ok(Linear::new(weight, Some(bias)))
 }
 
 /// As [`linear`], without bias.

@@ -463,6 +463,7 @@ fn layers_register_pytorch_names_and_inits() {
     )
     .unwrap();
     BatchNorm::new(8, BatchNormConfig::default(), vb.pp("bn")).unwrap();
+    linear_init(100, 50, Init::Torch, vb.pp("fc")).unwrap();
     Subsampling::new(6, 2, vb.pp("s2")).unwrap();
     let conv = Conv2d::new(2, 5, 3, ConvConfig::default().bias(false), vb.pp("wn")).unwrap();
     let wn = WeightNorm::new(conv, vb.pp("wn")).unwrap();
@@ -478,6 +479,8 @@ fn layers_register_pytorch_names_and_inits() {
             "bn.weight",
             "conv.bias",
             "conv.weight",
+            "fc.bias",
+            "fc.weight",
             "s2.bias",
             "s2.weight",
             "up.bias",
@@ -493,6 +496,16 @@ fn layers_register_pytorch_names_and_inits() {
     assert!(
         (std / (2.0f64 / 27.0).sqrt() - 1.0).abs() < 0.35,
         "std {std}"
+    );
+    // PyTorch's Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, fan_in = 100.
+    assert_eq!(data["fc.weight"].dims(), &[50, 100]);
+    let w = vals(data["fc.weight"].as_tensor());
+    let std = (w.iter().map(|v| v * v).sum::<f64>() / w.len() as f64).sqrt();
+    assert!((std / (0.1 / 3f64.sqrt()) - 1.0).abs() < 0.05, "std {std}");
+    let b = vals(data["fc.bias"].as_tensor());
+    assert!(
+        w.iter().chain(&b).all(|v| v.abs() <= 0.1),
+        "outside the bound"
     );
     // Weight norm starts at g = ||v||, so the wrapped layer computes what it did before.
     let g = vals(wn.g());
