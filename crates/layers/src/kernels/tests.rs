@@ -483,6 +483,27 @@ proptest! {
     }
 
     #[test]
+    fn max_pool_2x2_stride_2_matches_candle_forward_and_gradient_on_odd_and_even_planes(
+            size in [2..20usize, 2..20usize], ties in any::<bool>(), seed in any::<u64>()) {
+        // The case with its own loops: windows that tile the input, an odd last row or column
+        // in none of them.
+        let pool = PoolConfig { kernel: [2, 2], stride: [2, 2], padding: [0, 0], dilation: [1, 1], ceil_mode: false, count_include_pad: true };
+        let mut x = randn(seed, &[2, 3, size[0], size[1]]);
+        if ties {
+            x = (x * 1.5).unwrap().round().unwrap();
+        }
+        let axes = [0, 1].map(|i| Axis::new(size[i], 2, 2, 0, 1, false, "test").unwrap());
+        // In f64 (the generic loops) and f32 (AVX-512 where the CPU has it), through casts.
+        for dt in [DType::F64, DType::F32] {
+            let kernel = value_and_grads(&[x.clone()], |t| max_pool2d(&t[0].to_dtype(dt)?, axes)?.to_dtype(DType::F64));
+            let reference = value_and_grads(&[x.clone()], |t| {
+                crate::max_pool2d_with_indices(&t[0].to_dtype(dt)?, &pool).unwrap().0.to_dtype(DType::F64)
+            });
+            assert_same(kernel, reference);
+        }
+    }
+
+    #[test]
     fn bias_kernel_matches_candle_and_its_channel_sum_has_a_gradient(n in 1..4usize, c in 1..5usize, s in 1..20usize, seed in any::<u64>()) {
         let (x, b) = (randn(seed, &[n, c, s]), randn(seed ^ 7, &[c]));
         let kernel = value_and_grads(&[x.clone(), b.clone()], |t| bias_add(&t[0], &t[1]));
@@ -693,6 +714,41 @@ proptest! {
         let want_var = ((var * (m / (count - 1) as f64)).unwrap() + (1.0 - m)).unwrap();
         prop_assert!(max_diff(bn.running_mean(), &want_mean) < 1e-12);
         prop_assert!(max_diff(bn.running_var(), &want_var) < 1e-12);
+    }
+}
+
+/// NaN wins a window, as in PyTorch, and the first one takes its gradient; ties go to the
+/// first maximum in row order.
+#[test]
+fn max_pool_2x2_lets_the_first_nan_win_and_sends_its_gradient_there() {
+    let nan = f64::NAN;
+    let axes = [
+        Axis::new(2, 2, 2, 0, 1, false, "test").unwrap(),
+        Axis::new(4, 2, 2, 0, 1, false, "test").unwrap(),
+    ];
+    for dt in [DType::F64, DType::F32] {
+        let x = Tensor::new(
+            &[[[[1.0, nan, 2.0, 5.0], [3.0, nan, 5.0, -1.0]]]],
+            &Device::Cpu,
+        );
+        let x = Var::from_tensor(&x.unwrap().to_dtype(dt).unwrap()).unwrap();
+        let y = max_pool2d(&x, axes).unwrap();
+        let y_vals: Vec<f64> = y
+            .flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(y_vals[0].is_nan() && y_vals[1] == 5.0, "{dt:?}: {y_vals:?}");
+        let dy = Tensor::new(&[[[[10.0, 20.0]]]], &Device::Cpu)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        let grads = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = grads.get(&x).unwrap().flatten_all().unwrap();
+        let dx: Vec<f64> = dx.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+        assert_eq!(dx, [0.0, 10.0, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0], "{dt:?}");
     }
 }
 
