@@ -790,6 +790,23 @@ fn kernel_weight_gradients_hold_no_graph() {
     }
 }
 
+/// An input outside the graph (a data batch) gets no gradient, its product skipped; the
+/// weight and bias get theirs, and an input in the graph its own.
+#[test]
+fn linear_gives_an_input_outside_the_graph_no_gradient() {
+    let (x, dy) = (randn(1, &[5, 7]), randn(4, &[5, 3]));
+    let w = Var::from_tensor(&randn(2, &[3, 7])).unwrap();
+    let b = Var::from_tensor(&randn(3, &[3])).unwrap();
+    let [dx, dw, db] = linear::grads(&x, &w, &b, &dy).unwrap();
+    assert!(dx.is_none(), "the input got a gradient");
+    // dw = dyᵀ x, db = dy's column sums.
+    let dw_ref = dy.t().unwrap().matmul(&x).unwrap();
+    assert!(max_diff(&dw.unwrap(), &dw_ref) < 1e-10);
+    assert!(max_diff(&db.unwrap(), &dy.sum(0).unwrap()) < 1e-10);
+    let x = Var::from_tensor(&x).unwrap();
+    assert!(linear::grads(&x, &w, &b, &dy).unwrap()[0].is_some());
+}
+
 /// Products large enough to be split over the threads, by columns and by rows.
 #[test]
 fn linear_kernel_matches_candle_on_a_multithreaded_size() {
