@@ -7,7 +7,7 @@
 //! direct loop; these kernels gather columns per sample (im2col), multiply with the `gemm`
 //! crate (3x3 convolutions at stride 1 and the forward and input gradient of 4x4 ones at
 //! stride 2 go by Winograd's transforms instead, `winograd`) and
-//! spread the batch over candle's CPU threads ([`threads`]). Each is a candle custom
+//! spread the batch over candle's CPU threads ([`threads()`]). Each is a candle custom
 //! op whose backward pass is again a custom op, so the layers stay differentiable (the three
 //! convolution ops are each other's gradients, to any order).
 //!
@@ -334,7 +334,7 @@ fn matmul_col_major<T: Float>(
     }
 }
 
-/// As [`matmul`], over the kernels' threads ([`threads`]): `dst`'s columns (or, for narrow
+/// As [`matmul`], over the kernels' threads ([`threads()`]): `dst`'s columns (or, for narrow
 /// products, its rows) are split into one block per thread, each a single-threaded GEMM. The
 /// `gemm` crate's own threading reaches 110-140 GFLOP/s on two cores for a linear layer's
 /// products here; these blocks 150-190 (a single core: 75-140). Every element is summed in the
