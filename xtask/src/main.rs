@@ -34,7 +34,7 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Train a model; creates runs/<model>-<timestamp>/ (or continues one with --resume).
+    /// Train a model; creates runs/MODEL-TIMESTAMP/ (or continues one with --resume).
     Train(Box<TrainArgs>),
     /// Print a model's layer table (parameters and tensor shapes per layer), the output shape of each stage, and the total.
     Summary {
