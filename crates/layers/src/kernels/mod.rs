@@ -85,6 +85,15 @@ pub fn cpu_float(ts: &[&Tensor]) -> bool {
         && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == dtype)
 }
 
+/// Whether a kernel takes its explicit AVX-512 code (Winograd's transforms, 2x2 pooling): for
+/// f32 on a CPU with AVX-512F.
+fn fast<T: Float>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return T::DTYPE == DType::F32 && std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
 /// The element types the kernels run on.
 pub(crate) trait Float: candle_core::WithDType {
     const ZERO: Self;

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::{by_dtype, output, par_chunks_mut, saved, slice, zeroed, Float};
+use super::{by_dtype, fast, output, par_chunks_mut, saved, slice, zeroed, Float};
 use crate::window::Axis;
 
 #[cfg(target_arch = "x86_64")]
@@ -98,10 +98,11 @@ impl MaxPool {
             rows.len() == ah.out && cols.len() == aw.out,
             "max pool: spans"
         );
+        let pairs = self.pairs();
         let write = |y: &mut [MaybeUninit<T>]| {
             par_chunks_mut(y, n_out, |p, yp| {
                 let plane = &x[p * n_in..(p + 1) * n_in];
-                if self.pairs() {
+                if pairs {
                     return pairs_forward(plane, aw.n, yp);
                 }
                 for (yr, &r) in yp.chunks_mut(aw.out.max(1)).zip(&rows) {
@@ -120,15 +121,16 @@ impl MaxPool {
         let [ah, aw] = self.axes;
         let (n_in, n_out) = (ah.n * aw.n, ah.out * aw.out);
         let [rows, cols] = self.spans();
+        let pairs = self.pairs();
         let write = |dx: &mut [MaybeUninit<T>]| {
             par_chunks_mut(dx, n_in, |p, dxp| {
-                let dxp = zeroed(dxp);
                 let plane = &x[p * n_in..(p + 1) * n_in];
                 let dyp = &dy[p * n_out..(p + 1) * n_out];
-                if self.pairs() {
+                if pairs {
                     let yp = &y[p * n_out..(p + 1) * n_out];
                     return pairs_backward(plane, (yp, dyp), aw.n, dxp);
                 }
+                let dxp = zeroed(dxp);
                 for (dyr, &r) in dyp.chunks(aw.out.max(1)).zip(&rows) {
                     for (&g, &c) in dyr.iter().zip(&cols) {
                         dxp[self.argmax(plane, r, c)] += g;
@@ -136,7 +138,7 @@ impl MaxPool {
                 }
             })
         };
-        // SAFETY: every plane is zeroed whole, then summed into.
+        // SAFETY: every plane is written whole by `pairs_backward`, or zeroed, then summed into.
         unsafe { output(planes * n_in, write) }
     }
 }
@@ -158,14 +160,6 @@ fn max_of<T: Float>(taps: impl IntoIterator<Item = T>) -> T {
     }
 }
 
-/// Whether the rows go by [`avx512`]'s kernels: for f32 on a CPU with AVX-512F.
-fn fast<T: Float>() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return T::DTYPE == DType::F32 && std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
-}
-
 /// `x` as the f32 it is (where [`fast`]).
 #[cfg(target_arch = "x86_64")]
 fn f32s<T: Float>(x: &[T]) -> &[f32] {
@@ -174,9 +168,9 @@ fn f32s<T: Float>(x: &[T]) -> &[f32] {
     unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
 }
 
-/// As [`f32s`], mutably.
+/// As [`f32s`], for a destination.
 #[cfg(target_arch = "x86_64")]
-fn f32s_mut<T: Float>(x: &mut [T]) -> &mut [f32] {
+fn f32s_mut<T: Float>(x: &mut [MaybeUninit<T>]) -> &mut [MaybeUninit<f32>] {
     assert_eq!(T::DTYPE, DType::F32);
     // SAFETY: `T` is f32 (asserted).
     unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) }
@@ -185,17 +179,13 @@ fn f32s_mut<T: Float>(x: &mut [T]) -> &mut [f32] {
 /// The 2x2 stride-2 windows' maxima of one plane of rows `w` long into `y`, a row of windows
 /// from each two rows of the plane (an odd last row or column is in no window).
 fn pairs_forward<T: Float>(plane: &[T], w: usize, y: &mut [MaybeUninit<T>]) {
-    let ow = w / 2;
+    let (ow, fast) = (w / 2, fast::<T>());
     for (rows, yr) in plane.chunks_exact(2 * w).zip(y.chunks_exact_mut(ow)) {
         let (r0, r1) = rows.split_at(w);
         #[cfg(target_arch = "x86_64")]
-        if fast::<T>() {
-            assert_eq!(T::DTYPE, DType::F32);
-            // SAFETY: `T` is f32 (asserted) and the CPU has AVX-512F (`fast`).
-            unsafe {
-                let yr = std::slice::from_raw_parts_mut(yr.as_mut_ptr().cast(), yr.len());
-                avx512::forward_rows(f32s(r0), f32s(r1), yr);
-            }
+        if fast {
+            // SAFETY: the CPU has AVX-512F (`fast`).
+            unsafe { avx512::forward_rows(f32s(r0), f32s(r1), f32s_mut(yr)) };
             continue;
         }
         for ((a, b), y) in r0.chunks_exact(2).zip(r1.chunks_exact(2)).zip(yr) {
@@ -204,16 +194,24 @@ fn pairs_forward<T: Float>(plane: &[T], w: usize, y: &mut [MaybeUninit<T>]) {
     }
 }
 
-/// The input gradient of [`pairs_forward`] into `dx` (zeroed), from its output `y`: each
-/// window's gradient at the first of its taps that equals the window's maximum (or is NaN
-/// where it is), zeros at the others.
-fn pairs_backward<T: Float>(plane: &[T], (y, dy): (&[T], &[T]), w: usize, dx: &mut [T]) {
-    let ow = w / 2;
-    let rows = plane.chunks_exact(2 * w).zip(dx.chunks_exact_mut(2 * w));
+/// The input gradient of [`pairs_forward`] into `dx`, written whole, from its output `y`:
+/// each window's gradient at the first of its taps that equals the window's maximum (or is NaN
+/// where it is), zeros at the others and at an odd last row or column (in no window).
+fn pairs_backward<T: Float>(
+    plane: &[T],
+    (y, dy): (&[T], &[T]),
+    w: usize,
+    dx: &mut [MaybeUninit<T>],
+) {
+    let (ow, fast) = (w / 2, fast::<T>());
+    let mut dx_rows = dx.chunks_exact_mut(2 * w);
+    let rows = plane.chunks_exact(2 * w).zip(&mut dx_rows);
     for ((xs, dxs), (yr, dyr)) in rows.zip(y.chunks_exact(ow).zip(dy.chunks_exact(ow))) {
         let ((x0, x1), (d0, d1)) = (xs.split_at(w), dxs.split_at_mut(w));
+        zeroed(&mut d0[2 * ow..]);
+        zeroed(&mut d1[2 * ow..]);
         #[cfg(target_arch = "x86_64")]
-        if fast::<T>() {
+        if fast {
             let (x, yg, d) = (
                 (f32s(x0), f32s(x1)),
                 (f32s(yr), f32s(dyr)),
@@ -229,12 +227,13 @@ fn pairs_backward<T: Float>(plane: &[T], (y, dy): (&[T], &[T]), w: usize, dx: &m
             let (a, b) = (hit(x0[2 * j]), hit(x0[2 * j + 1]));
             let (c, d) = (hit(x1[2 * j]), hit(x1[2 * j + 1]));
             let pick = |won: bool| if won { g } else { T::ZERO };
-            d0[2 * j] = pick(a);
-            d0[2 * j + 1] = pick(b & !a);
-            d1[2 * j] = pick(c & !(a | b));
-            d1[2 * j + 1] = pick(d & !(a | b | c));
+            d0[2 * j].write(pick(a));
+            d0[2 * j + 1].write(pick(b & !a));
+            d1[2 * j].write(pick(c & !(a | b)));
+            d1[2 * j + 1].write(pick(d & !(a | b | c)));
         }
     }
+    zeroed(dx_rows.into_remainder());
 }
 
 fn forward<T: Float>(op: &MaxPool, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {

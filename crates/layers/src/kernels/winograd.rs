@@ -23,7 +23,8 @@ use std::mem::MaybeUninit;
 use candle_core::DType;
 
 use super::{
-    conv::ConvShape, matmul, matmul_col_major, output, par_chunks_mut_with, sum_over_batch, Float,
+    conv::ConvShape, fast, matmul, matmul_col_major, output, par_chunks_mut_with, sum_over_batch,
+    Float,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -77,14 +78,6 @@ pub(super) fn applies<T: Float>(s: &ConvShape) -> bool {
         && s.c >= MIN_CHANNELS
         && s.o >= MIN_CHANNELS
         && (T::DTYPE == DType::F64 || fast::<T>())
-}
-
-/// Whether the transforms go by [`avx512`]'s row kernels: for f32 on a CPU with AVX-512F.
-fn fast<T: Float>() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return T::DTYPE == DType::F32 && std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
 }
 
 /// How a layer's tiles are cut into chunks: `tw` tiles per row and `th` rows of them per

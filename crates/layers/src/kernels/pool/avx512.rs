@@ -57,14 +57,15 @@ pub(super) fn forward_rows(x0: &[f32], x1: &[f32], y: &mut [MaybeUninit<f32>]) {
     }
 }
 
-/// The input gradient of [`forward_rows`] into rows `d0`, `d1` (as long as `x0`, `x1`, at
-/// least `2 * y.len()`), from the output `y` and its gradient `dy`: each window's gradient at
-/// the first of its taps equal to its maximum (or NaN where it is), zeros at the other taps.
+/// The input gradient of [`forward_rows`] into rows `d0`, `d1` (their first `2 * y.len()`
+/// values written; the rows `x0`, `x1` at least as long), from the output `y` and its
+/// gradient `dy`: each window's gradient at the first of its taps equal to its maximum (or
+/// NaN where it is), zeros at the other taps.
 #[target_feature(enable = "avx512f")]
 pub(super) fn backward_rows(
     (x0, x1): (&[f32], &[f32]),
     (y, dy): (&[f32], &[f32]),
-    (d0, d1): (&mut [f32], &mut [f32]),
+    (d0, d1): (&mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]),
 ) {
     let ow = y.len();
     assert!(
@@ -92,23 +93,17 @@ pub(super) fn backward_rows(
             (same | (_mm512_cmp_ps_mask(r, r, _CMP_UNORD_Q) & y_nan)) as u32
         };
         let (e0, e1) = (hit(r0), hit(r1));
-        // Window `k`'s taps are bits `2k`, `2k + 1` of the top row's `e0`, then of `e1`.
-        let top = e0 & EVEN | e0 & !EVEN & !((e0 & EVEN) << 1);
+        // Window `k`'s taps are bits `2k`, `2k + 1` of the top row's `e0`, then of `e1`; a
+        // row's first hit in each window, then the bottom row's where the top row has none.
+        let first_hit = |e: u32| e & EVEN | e & !EVEN & !((e & EVEN) << 1);
         let either = (e0 | e0 >> 1) & EVEN;
-        let taken = either | either << 1;
-        let bottom = (e1 & EVEN | e1 & !EVEN & !((e1 & EVEN) << 1)) & !taken;
+        let top = first_hit(e0) as __mmask16;
+        let bottom = (first_hit(e1) & !(either | either << 1)) as __mmask16;
         // SAFETY: lanes below `2 n` are elements `2 j .. 2 (j + n)` of `d0` and `d1`.
         unsafe {
-            _mm512_mask_storeu_ps(
-                d0.as_mut_ptr().add(2 * j),
-                m,
-                _mm512_maskz_mov_ps(top as __mmask16, g),
-            );
-            _mm512_mask_storeu_ps(
-                d1.as_mut_ptr().add(2 * j),
-                m,
-                _mm512_maskz_mov_ps(bottom as __mmask16, g),
-            );
+            let (d0, d1) = (d0.as_mut_ptr().add(2 * j), d1.as_mut_ptr().add(2 * j));
+            _mm512_mask_storeu_ps(d0.cast(), m, _mm512_maskz_mov_ps(top, g));
+            _mm512_mask_storeu_ps(d1.cast(), m, _mm512_maskz_mov_ps(bottom, g));
         }
     }
 }
